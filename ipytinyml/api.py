@@ -1,0 +1,199 @@
+"""The plain Python API; the magics are thin wrappers over these functions.
+
+>>> import ipytinyml as tm
+>>> report = tm.train(data="autompg", features=["horsepower"], label="mpg", name="hp_mpg")
+>>> report = tm.quantize()                      # name defaults to the last model
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts
+from .errors import TinyMLError
+
+DEFAULT_ROOT = "tinyml"
+SPLIT_FILE = "data.npz"
+
+_last_name: str | None = None
+
+
+def last_model() -> str | None:
+    """Name of the model most recently trained or used in this process."""
+    return _last_name
+
+
+def _remember(name: str) -> str:
+    global _last_name
+    _last_name = name
+    return name
+
+
+def resolve_name(name: str | None, root: str | os.PathLike = DEFAULT_ROOT) -> str:
+    """``name``, or the last model used; a helpful error when there is neither or it is unknown."""
+    if name is None:
+        if _last_name is None:
+            known = artifacts.known_models(root)
+            if len(known) == 1:
+                return _remember(known[0])
+            raise TinyMLError("no model yet; train one first with %%tinyml_train (tm.train) "
+                              "or pass --name")
+        name = _last_name
+    artifacts.check_name(name)
+    if not (Path(root) / name / artifacts.REPORT).is_file():
+        import difflib
+        known = artifacts.known_models(root)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else (
+            f"known models: {', '.join(known)}" if known else "train it first with %%tinyml_train")
+        raise TinyMLError(f"no model named {name!r} in {root}/", hint=hint)
+    return _remember(name)
+
+
+def _save_split(folder: Path, dataset) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, train_x=dataset.train_x, train_y=dataset.train_y,
+             test_x=dataset.test_x, test_y=dataset.test_y)
+    artifacts.write_bytes(folder / SPLIT_FILE, buffer.getvalue())
+
+
+def load_split(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) -> dict[str, np.ndarray]:
+    """The train/test arrays saved with a model (``train_x``, ``train_y``, ``test_x``, ``test_y``)."""
+    folder = artifacts.model_dir(root, resolve_name(name, root))
+    try:
+        with np.load(folder / SPLIT_FILE) as saved:
+            return {key: saved[key] for key in saved.files}
+    except (OSError, ValueError) as exc:
+        raise TinyMLError(f"the saved data split of {folder.name!r} is missing or damaged; "
+                          "re-run %%tinyml_train") from exc
+
+
+def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp_mpg",
+          root: str | os.PathLike = DEFAULT_ROOT, model=None, epochs: int | None = None,
+          seed: int = 0, progress=None) -> dict:
+    """Train a Keras regression model and save it with its data split and report.
+
+    Parameters
+    ----------
+    data : "autompg" (bundled), a CSV path or a pandas DataFrame
+    features, label : numeric columns of ``data``
+    name : model name, a plain identifier; artifacts go to ``root/name/``
+    model : optional ``keras.Model``; default Normalization -> Dense(64, relu) -> Dense(1)
+    epochs : training length (default: 1000 full-batch steps, or 100 epochs of ``fit``
+        for a model the user compiled)
+    seed : seeds the split and the weight initialisation
+    progress : callable ``(done, total, loss)`` called during training
+
+    Returns
+    -------
+    dict
+        The report (also written to ``root/name/report.json``).
+
+    Raises
+    ------
+    DataError, TinyMLError
+    """
+    from . import data as data_mod
+    from . import train as train_mod
+
+    artifacts.check_name(name)
+    if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        raise TinyMLError(f"epochs must be a positive whole number, not {epochs!r}")
+    dataset = data_mod.load_data(data, features, label, seed=seed)
+    if model is None:
+        train_mod.seed_everything(seed)
+        model = train_mod.default_model(dataset.train_x, dataset.train_y.shape[1])
+    train_mod.check_model(model, dataset.train_x.shape[1], dataset.train_y.shape[1])
+    train_mod.fit(model, dataset.train_x, dataset.train_y, epochs=epochs, seed=seed, progress=progress)
+    mae = train_mod.mae(train_mod.predict(model, dataset.test_x), dataset.test_y)
+    if not np.isfinite(mae):
+        raise TinyMLError("training diverged (test error is not finite); try fewer epochs or "
+                          "scale the features")
+
+    folder = artifacts.model_dir(root, name, create=True)
+    _save_split(folder, dataset)
+    keras_path = artifacts.save_keras(model, folder)
+    report = {
+        "name": name,
+        "data": dataset.describe(),
+        "variants": {"keras": {"mae": mae, "sha256": artifacts.sha256(keras_path.read_bytes())}},
+    }
+    artifacts.write_report(folder, report)
+    _remember(name)
+    return report
+
+
+def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
+             variants=("float32", "int8"), per_channel: bool = False, int8_io: bool = False,
+             progress=None) -> dict:
+    """Convert the saved Keras model to TFLite variants and measure each on the test set.
+
+    Parameters
+    ----------
+    name : model name (default: the last model)
+    variants : any of "float32", "float16", "dynamic", "int8"
+    per_channel : int8 with one weight scale per Dense unit (not for the Arduino TFLM ports)
+    int8_io : int8 with int8 input/output tensors instead of float32
+    progress : callable ``(variant)`` called before each conversion
+
+    Returns
+    -------
+    dict
+        The updated report; ``report["variants"][v]`` has ``mae``, ``bytes``, ``sha256``.
+
+    Nothing is written unless every requested variant converts.
+    """
+    from . import convert as convert_mod
+    from . import reference
+
+    variants = [variants] if isinstance(variants, str) else list(variants)
+    unknown = [v for v in variants if v not in convert_mod.VARIANTS]
+    if unknown or not variants:
+        raise TinyMLError(f"unknown variant(s) {unknown}; choose from {', '.join(convert_mod.VARIANTS)}")
+    name = resolve_name(name, root)
+    folder = artifacts.model_dir(root, name)
+    report = artifacts.read_report(folder)
+    split = load_split(name, root)
+    model = artifacts.load_keras(folder)
+    keras_sha = report["variants"]["keras"]["sha256"]
+
+    converted: dict[str, bytes] = {}
+    entries: dict[str, dict] = {}
+    for variant in variants:
+        if progress:
+            progress(variant)
+        flatbuffer = convert_mod.convert(model, variant, split["train_x"],
+                                         per_channel=per_channel and variant == "int8",
+                                         int8_io=int8_io and variant == "int8")
+        prediction = reference.run_litert(flatbuffer, split["test_x"])
+        mae = float(np.mean(np.abs(prediction.astype(np.float64) - split["test_y"])))
+        entry = {"mae": mae, "bytes": len(flatbuffer), "sha256": artifacts.sha256(flatbuffer),
+                 "source": keras_sha}
+        if variant == "int8":
+            entry.update(per_channel=bool(per_channel), int8_io=bool(int8_io))
+        converted[variant], entries[variant] = flatbuffer, entry
+
+    for variant, flatbuffer in converted.items():
+        artifacts.write_bytes(folder / artifacts.tflite_filename(variant), flatbuffer)
+    report["variants"].update(entries)
+    artifacts.write_report(folder, report)
+    return report
+
+
+def tflite_path(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
+                variant: str = "int8") -> Path:
+    """The saved ``.tflite`` of a variant, checked against the current Keras model."""
+    name = resolve_name(name, root)
+    folder = artifacts.model_dir(root, name)
+    report = artifacts.read_report(folder)
+    entry = report["variants"].get(variant)
+    path = folder / artifacts.tflite_filename(variant)
+    if entry is None or not path.is_file():
+        raise TinyMLError(f"model {name!r} has no {variant} variant yet; run %tinyml_quantize first")
+    if entry.get("source") != report["variants"]["keras"]["sha256"]:
+        raise TinyMLError(f"the {variant} model of {name!r} is older than its last training; "
+                          "run %tinyml_quantize again")
+    return path

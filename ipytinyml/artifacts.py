@@ -1,0 +1,108 @@
+"""The per-model artifacts folder (default ``./tinyml/<name>/``) and report.json.
+
+Every write goes to a temporary file in the same folder and is renamed over
+the target, so a crash or a failed step never leaves a half-written file:
+readers see the old version or the new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import TinyMLError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+REPORT = "report.json"
+KERAS_MODEL = "model.keras"
+
+
+def tflite_filename(variant: str) -> str:
+    return f"model_{variant}.tflite"
+
+
+def check_name(name: str) -> str:
+    """A model name is a plain identifier: it becomes a folder, a sketch and C symbols."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise TinyMLError(f"model name {name!r} is not a plain identifier; use letters, digits "
+                          "and underscores, starting with a letter (e.g. hp_mpg)")
+    return name
+
+
+def model_dir(root: str | os.PathLike, name: str, *, create: bool = False) -> Path:
+    path = Path(root) / check_name(name)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def atomic_path(target: Path, suffix: str = ".tmp"):
+    """Yield a temporary path beside ``target``; rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: Path, text: str) -> None:
+    write_bytes(target, text.encode("utf-8"))
+
+
+def save_keras(model, folder: Path) -> Path:
+    target = folder / KERAS_MODEL
+    with atomic_path(target, suffix=".tmp.keras") as tmp:
+        tmp.unlink()  # keras refuses to overwrite silently in some versions
+        model.save(tmp)
+    return target
+
+
+def load_keras(folder: Path):
+    import keras
+    path = folder / KERAS_MODEL
+    if not path.is_file():
+        raise TinyMLError(f"no trained model in {folder}; run %%tinyml_train (tm.train) first")
+    return keras.models.load_model(path)
+
+
+def read_report(folder: Path) -> dict:
+    path = folder / REPORT
+    if not path.is_file():
+        raise TinyMLError(f"no model named {folder.name!r} in {folder.parent}; "
+                          "run %%tinyml_train (tm.train) first")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TinyMLError(f"{path} is not valid JSON; re-run %%tinyml_train to rebuild it") from exc
+
+
+def write_report(folder: Path, report: dict) -> None:
+    write_text(folder / REPORT, json.dumps(report, indent=2, sort_keys=False) + "\n")
+
+
+def known_models(root: str | os.PathLike) -> list[str]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / REPORT).is_file())

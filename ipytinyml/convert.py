@@ -1,0 +1,146 @@
+"""Keras -> TFLite variants, behind one function.
+
+``convert`` is the only place that touches TensorFlow's converter, so a
+future LiteRT converter can replace ``tf.lite.TFLiteConverter`` here alone.
+Every full-integer model is read back and checked: a converter that silently
+kept a float op (a known behaviour) is a ConvertError, not a surprise on the
+board.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+import numpy as np
+
+from .errors import ConvertError
+
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+REPRESENTATIVE_SAMPLES = 200
+
+# Builtin ops TensorFlow Lite Micro can run with int8 tensors (the ones we expect in
+# small dense/conv models; others are refused before they reach a board).
+TFLM_INT8_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
+    "FULLY_CONNECTED", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "QUANTIZE", "RELU",
+    "RELU6", "RESHAPE", "SOFTMAX", "SUB", "TANH", "SHAPE", "STRIDED_SLICE", "PACK", "SQUEEZE",
+})
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence the converter's C++ logging (it writes to fd 2 directly)."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _converter_for(model):
+    """``from_keras_model``, or the brief's fallback through a SavedModel export."""
+    import tensorflow as tf
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model), None
+    except Exception:  # noqa: BLE001 - any failure here means "try the documented fallback"
+        export_dir = tempfile.mkdtemp(prefix="ipytinyml-export-")
+        model.export(export_dir, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(export_dir), export_dir
+
+
+def _representative(train_x: np.ndarray):
+    rows = np.asarray(train_x, dtype=np.float32)[:REPRESENTATIVE_SAMPLES]
+
+    def generate():
+        for row in rows:
+            yield [row[np.newaxis, :]]
+    return generate
+
+
+def convert(model, variant: str, train_x: np.ndarray | None = None, *,
+            per_channel: bool = False, int8_io: bool = False) -> bytes:
+    """Convert a Keras model to one TFLite variant and return the flatbuffer bytes.
+
+    Parameters
+    ----------
+    model : keras.Model with a fixed input shape
+    variant : "float32", "float16", "dynamic" (int8 weights) or "int8" (full integer)
+    train_x : training features; the int8 representative dataset is drawn from them
+    per_channel : int8 only; one weight scale per Dense unit. Off by default because the
+        Arduino TFLM ports silently compute wrong results with it (brief 0.1).
+    int8_io : int8 only; int8 model input and output instead of float32
+
+    Raises
+    ------
+    ConvertError
+        Unknown variant, a conversion failure, an op TFLM cannot run, or a model that
+        did not come out fully int8.
+    """
+    if variant not in VARIANTS:
+        raise ConvertError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if variant != "int8" and (per_channel or int8_io):
+        raise ConvertError("per_channel and int8_io apply to the int8 variant only")
+    if variant == "int8" and (train_x is None or len(train_x) == 0):
+        raise ConvertError("the int8 variant needs training features for its representative dataset")
+    import tensorflow as tf
+
+    converter, export_dir = _converter_for(model)
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif variant == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif variant == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(train_x)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = not per_channel
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    try:
+        with _quiet_fds():
+            flatbuffer = bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConvertError(f"TFLite conversion to {variant} failed: {first[:300]}") from exc
+    finally:
+        if export_dir:
+            import shutil
+            shutil.rmtree(export_dir, ignore_errors=True)
+    if variant == "int8":
+        check_full_integer(flatbuffer, int8_io=int8_io)
+    return flatbuffer
+
+
+def check_full_integer(flatbuffer: bytes, *, int8_io: bool) -> None:
+    """Refuse a model that kept float math inside or an op TFLM cannot run."""
+    from .tflite_file import read_tflite
+
+    model = read_tflite(flatbuffer)
+    unsupported = sorted({op.opcode for op in model.operators} - TFLM_INT8_OPS)
+    if unsupported:
+        raise ConvertError(f"the model uses {', '.join(unsupported)}, which TensorFlow Lite Micro "
+                           "cannot run as int8; use Dense/Conv layers with relu activations")
+    io = set(model.inputs) | set(model.outputs)
+    for op in model.operators:
+        boundary = op.opcode in ("QUANTIZE", "DEQUANTIZE")
+        for index in (*op.inputs, *op.outputs):
+            if index < 0:
+                continue
+            tensor = model.tensors[index]
+            if tensor.dtype in ("int8", "int32"):
+                continue
+            if tensor.dtype == "float32" and boundary and index in io and not int8_io:
+                continue
+            raise ConvertError(f"op {op.opcode} kept a {tensor.dtype} tensor {tensor.name!r}: the "
+                               "model is not fully int8; replace the layer that cannot be quantized")
+    expected = "int8" if int8_io else "float32"
+    for index in io:
+        if model.tensors[index].dtype != expected:
+            raise ConvertError(f"model input/output {model.tensors[index].name!r} is "
+                               f"{model.tensors[index].dtype}, expected {expected}")
