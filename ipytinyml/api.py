@@ -97,7 +97,7 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     DataError, TinyMLError
     """
     from . import data as data_mod
-    from . import train as train_mod
+    from . import training as train_mod
 
     artifacts.check_name(name)
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):

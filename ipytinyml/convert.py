@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -103,7 +104,8 @@ def convert(model, variant: str, train_x: np.ndarray | None = None, *,
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        with _quiet_fds():
+        with _quiet_fds(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # int8 I/O: "Statistics for quantized inputs ..." is expected
             flatbuffer = bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
