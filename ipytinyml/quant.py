@@ -6,12 +6,65 @@ integer tables are exactly what TFLM's Prepare step computes, and
 ``evaluate_plan`` runs it bit-exactly as TFLM's reference kernels do. The C
 generator emits the same tables, and its output is checked against both this
 module and tflite-micro.
+
+What "exactly" means here (each rule is tested against tflite-micro):
+
+* ``quantize_multiplier``: ``frexp``, mantissa rounded half away from zero to
+  31 bits, ``M == 2**31`` folds to ``2**30`` with ``shift + 1``, exponents below
+  -31 give ``(0, 0)`` (``QuantizeMultiplier`` in ``quantization_util.cc``).
+* ``multiply_by_quantized_multiplier``: TFLM's default double rounding
+  (``TFLITE_SINGLE_ROUNDING`` is not defined): gemmlowp's
+  ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``, with C's
+  truncating 64-bit division. numpy's ``//`` floors, so it is never used on
+  values that can be negative.
+* FULLY_CONNECTED: int32 accumulation that wraps like the C kernel, bias added,
+  requantized, output zero point added, clamped to the fused activation range.
+* QUANTIZE: float32 division, round half away from zero, clamp to int8.
+  DEQUANTIZE: computed in double, then rounded to float32.
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .errors import ConvertError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tflite_file import Tensor, TFLiteModel
+
+__all__ = [
+    "TensorQuant",
+    "DenseLayer",
+    "ModelPlan",
+    "INT32_MIN",
+    "INT32_MAX",
+    "SUPPORTED_ACTIVATIONS",
+    "quantize_multiplier",
+    "multiply_by_quantized_multiplier",
+    "activation_range",
+    "quantize",
+    "dequantize",
+    "fully_connected",
+    "evaluate_plan",
+    "predict_float",
+    "plan_from_model",
+    "requant_thresholds",
+]
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+INT8_MIN = -128
+INT8_MAX = 127
+SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+
+_SUPPORTED = (
+    "ipytinyml runs chains of Dense layers: [QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE] "
+    "with int8 activations, int8 weights, int32 bias and a NONE/RELU/RELU6/RELU_N1_TO_1 activation"
+)
 
 
 @dataclass(frozen=True)
@@ -67,3 +120,514 @@ class ModelPlan:
     @property
     def n_outputs(self) -> int:
         return self.layers[-1].n_out
+
+
+# --------------------------------------------------------------------------
+# scalar helpers
+
+
+def _wrap32(a) -> np.ndarray:
+    """Reduce int64 values modulo 2**32 into int32 range (two's complement wrap)."""
+    a = np.asarray(a, dtype=np.int64)
+    low = a & 0xFFFFFFFF
+    return np.where(low >= 2**31, low - 2**32, low)
+
+
+def _round_half_away(v: float) -> int:
+    """``std::round`` of an exactly representable value (no double rounding)."""
+    r = math.floor(abs(v) + 0.5)
+    return int(-r if v < 0 else r)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLM ``QuantizeMultiplier``: ``real ~= M * 2**(shift - 31)``.
+
+    Returns ``(M, shift)`` with ``M`` an int32 in ``[2**30, 2**31)`` (or 0) and
+    ``shift`` the base-2 exponent (negative means shift right). The rounding of
+    the 31-bit mantissa is exact (integer arithmetic on the double's value),
+    half away from zero like ``std::round``.
+    """
+    real = float(real)
+    if not math.isfinite(real):
+        raise ValueError(f"quantize_multiplier needs a finite value, got {real}")
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)  # real = q * 2**shift, 0.5 <= |q| < 1
+    num, den = abs(q).as_integer_ratio()  # exact; den is a power of two
+    m = (num * 2**32 + den) // (2 * den)  # floor(|q| * 2**31 + 1/2)
+    if q < 0:
+        m = -m
+    if m == 2**31:  # the mantissa rounded up to 1.0
+        m //= 2
+        shift += 1
+    if shift < -31:  # too small to represent: TFLM flushes to zero
+        return 0, 0
+    return int(m), int(shift)
+
+
+def multiply_by_quantized_multiplier(acc, multiplier, shift) -> np.ndarray:
+    """TFLM's ``MultiplyByQuantizedMultiplier`` (default double rounding), vectorized.
+
+    ``acc`` holds int32 values (any integer array; values are wrapped to int32
+    as the C argument conversion would), ``multiplier`` an int32 ``M`` and
+    ``shift`` an exponent in ``[-31, 31]``; all three broadcast against each
+    other. Returns int64 values in int32 range.
+
+    Steps (gemmlowp ``fixedpoint.h``): ``a = acc * 2**max(shift, 0)`` in int32
+    (wrapping, as compiled C does), ``h = SaturatingRoundingDoublingHighMul(a,
+    M)`` = ``(a*M + (a*M >= 0 ? 2**30 : 1 - 2**30)) / 2**31`` with C's
+    truncating division, then ``RoundingDivideByPOT(h, max(-shift, 0))``.
+    """
+    x = _wrap32(acc)
+    m = np.asarray(multiplier, dtype=np.int64)
+    s = np.asarray(shift, dtype=np.int64)
+    if np.any(m < INT32_MIN) or np.any(m > INT32_MAX):
+        raise ValueError("multiplier must be an int32")
+    if np.any(s < -31) or np.any(s > 31):
+        raise ValueError("shift must be in [-31, 31]")
+    left = np.maximum(s, 0)
+    right = np.maximum(-s, 0)
+    a = _wrap32((x.astype(np.uint64) << left.astype(np.uint64)).astype(np.int64))
+    # SaturatingRoundingDoublingHighMul
+    p = a * m  # |p| <= 2**62: exact in int64
+    v = p + np.where(p >= 0, 1 << 30, 1 - (1 << 30))
+    h = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward 0
+    h = np.where((a == INT32_MIN) & (m == INT32_MIN), INT32_MAX, h)
+    # RoundingDivideByPOT
+    mask = (np.int64(1) << right) - 1
+    remainder = h & mask
+    threshold = (mask >> 1) + (h < 0)
+    return (h >> right) + (remainder > threshold)
+
+
+def _quantize_constant(f: float, scale: float, zero_point: int, what: str) -> int:
+    """TFLM kernel_util ``Quantize``: ``zp + (int32)roundf(f / scale)`` in float32."""
+    with np.errstate(all="ignore"):
+        t = float(np.float32(f) / np.float32(scale))
+    if not math.isfinite(t) or not (-(2.0**31) <= t < 2.0**31):
+        raise ConvertError(
+            f"{what}: the activation bound {f} does not fit int32 at output scale {scale}",
+            hint="the output tensor's scale is degenerate; retrain or re-convert the model",
+        )
+    return int(zero_point) + _round_half_away(t)
+
+
+def activation_range(activation: str | None, scale: float, zero_point: int) -> tuple[int, int]:
+    """``CalculateActivationRangeQuantized`` for an int8 output: ``(act_min, act_max)``.
+
+    NONE (or None) gives [-128, 127]; RELU raises the minimum to the quantized 0;
+    RELU6 and RELU_N1_TO_1 also lower the maximum to the quantized 6 / 1. The
+    bounds are quantized with float32 division and round half away from zero.
+    """
+    act = "NONE" if activation is None else str(activation)
+    what = f"{act} activation"
+    if act == "NONE":
+        return INT8_MIN, INT8_MAX
+    if act == "RELU":
+        return max(INT8_MIN, _quantize_constant(0.0, scale, zero_point, what)), INT8_MAX
+    if act == "RELU6":
+        lo = _quantize_constant(0.0, scale, zero_point, what)
+        hi = _quantize_constant(6.0, scale, zero_point, what)
+        return max(INT8_MIN, lo), min(INT8_MAX, hi)
+    if act == "RELU_N1_TO_1":
+        lo = _quantize_constant(-1.0, scale, zero_point, what)
+        hi = _quantize_constant(1.0, scale, zero_point, what)
+        return max(INT8_MIN, lo), min(INT8_MAX, hi)
+    raise ConvertError(
+        f"fused activation {act} is not supported",
+        hint=f"use one of {', '.join(SUPPORTED_ACTIVATIONS)} (or a separate op ipytinyml doesn't run)",
+    )
+
+
+# --------------------------------------------------------------------------
+# QUANTIZE / DEQUANTIZE / FULLY_CONNECTED
+
+
+def quantize(x, q: TensorQuant) -> np.ndarray:
+    """TFLM QUANTIZE float32 -> int8: ``clamp(round(x / scale) + zp, -128, 127)``.
+
+    ``x`` is converted to float32 first (what writing it into a float32 input
+    tensor does); the division is float32, the rounding half away from zero.
+    NaN has no defined result in TFLM and raises ``ValueError``.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(all="ignore"):
+        t = (x / np.float32(q.scale)).astype(np.float64)  # float32 quotient, exact in float64
+    if np.isnan(t).any():
+        raise ValueError("cannot quantize NaN")
+    r = np.floor(np.abs(t) + 0.5)  # exact for float32 values
+    r = np.where(t < 0, -r, r) + int(q.zero_point)
+    return np.clip(r, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def dequantize(q_values, q: TensorQuant) -> np.ndarray:
+    """TFLM DEQUANTIZE int8 -> float32: ``(float)((double)scale * (q - zp))``."""
+    v = np.asarray(q_values, dtype=np.int64) - int(q.zero_point)
+    return (float(q.scale) * v.astype(np.float64)).astype(np.float32)
+
+
+def _as_int8_rows(x, n_in: int) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"int8 inputs expected, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < INT8_MIN or a.max() > INT8_MAX):
+        raise ValueError("int8 inputs must lie in [-128, 127]")
+    if a.size % n_in:
+        raise ValueError(f"{a.size} values cannot be split into rows of {n_in} inputs")
+    return a.reshape(-1, n_in)
+
+
+def _requantize(layer: DenseLayer, acc: np.ndarray) -> np.ndarray:
+    """int32 accumulators [batch, out] -> int8 outputs, as the TFLM kernel does."""
+    y = multiply_by_quantized_multiplier(acc, layer.output_multiplier, layer.output_shift)
+    y = _wrap32(y + int(layer.output_offset))
+    return np.clip(y, layer.activation_min, layer.activation_max).astype(np.int8)
+
+
+def accumulators(layer: DenseLayer, x_int8) -> np.ndarray:
+    """The int32 accumulators (bias included) of a layer: int64 [batch, out] in int32 range."""
+    x = _as_int8_rows(x_int8, layer.n_in)
+    acc = (x + int(layer.input_offset)) @ layer.weights.astype(np.int64).T
+    return _wrap32(acc + layer.bias.astype(np.int64))  # int32 arithmetic wraps: reduce once
+
+
+def fully_connected(layer: DenseLayer, x_int8) -> np.ndarray:
+    """TFLM int8 FULLY_CONNECTED (per-tensor or per-channel): int8 [batch, out].
+
+    ``x_int8`` is reshaped to ``[-1, layer.n_in]`` like TFLM's FlatSize /
+    accum_depth batching.
+    """
+    return _requantize(layer, accumulators(layer, x_int8))
+
+
+def evaluate_plan(plan: ModelPlan, x_int8) -> np.ndarray:
+    """Run the int8 chain: int8 [batch, n_inputs] -> int8 [batch, n_outputs]."""
+    y = _as_int8_rows(x_int8, plan.n_inputs).astype(np.int8)
+    for layer in plan.layers:
+        y = fully_connected(layer, y)
+    return y
+
+
+def predict_float(plan: ModelPlan, x_float32) -> np.ndarray:
+    """QUANTIZE -> layers -> DEQUANTIZE: float32 [batch, n_outputs].
+
+    Bit-identical to the float-I/O model on TFLM; for an int8-I/O model it is
+    what a host that quantizes with the QUANTIZE formula gets.
+    """
+    x = np.asarray(x_float32, dtype=np.float32)
+    if x.size % plan.n_inputs:
+        raise ValueError(f"{x.size} values cannot be split into rows of {plan.n_inputs} inputs")
+    q = quantize(x.reshape(-1, plan.n_inputs), plan.input)
+    return dequantize(evaluate_plan(plan, q), plan.output)
+
+
+# --------------------------------------------------------------------------
+# clamp thresholds for the C kernel
+
+
+def requant_thresholds(layer: DenseLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel, the accumulator range where requantizing matters.
+
+    For channel ``c`` let ``g(acc) = MBQM(acc, M_c, shift_c) + output_offset``.
+    Returns int64 arrays ``(lo, hi)``:
+
+    * ``lo[c]`` is the smallest int32 ``acc`` with ``g(acc) > activation_min``
+      (``2**31`` if there is none),
+    * ``hi[c]`` is the largest int32 ``acc`` with ``g(acc) < activation_max``
+      (``-2**31 - 1`` if there is none).
+
+    So a kernel can write ``acc < lo ? act_min : acc > hi ? act_max : g(acc)``
+    and skip both the 32x32 multiply and the clamp: inside ``[lo, hi]`` the
+    value is strictly between the bounds. When ``act_min < act_max``, ``lo <=
+    hi + 1``; when they are equal every input gives that value.
+
+    Exactness rests on monotonicity: for ``M >= 0`` and ``shift <= 0``, ``g`` is
+    non-decreasing over all of int32 (the high multiply is ``acc*M / 2**31``
+    rounded half up, ``acc*M`` is non-decreasing in ``acc``, and the rounding
+    shift is non-decreasing too), so the thresholds are found by bisection. For
+    a channel with ``shift > 0`` (``acc * 2**shift`` can wrap in int32),
+    ``M < 0``, or where adding the output zero point could overflow int32,
+    ``g`` is not monotone over int32; there the thresholds are the
+    conservative ``(INT32_MIN, INT32_MAX)`` (never skip), which stays exact.
+    """
+    m = np.asarray(layer.output_multiplier, dtype=np.int64)
+    s = np.asarray(layer.output_shift, dtype=np.int64)
+    off = int(layer.output_offset)
+    amin, amax = int(layer.activation_min), int(layer.activation_max)
+
+    def g(acc: np.ndarray) -> np.ndarray:
+        return multiply_by_quantized_multiplier(acc, m, s) + off  # int64, no wrap
+
+    lo_end = np.full(m.shape, INT32_MIN, dtype=np.int64)
+    hi_end = np.full(m.shape, INT32_MAX, dtype=np.int64)
+    g_min, g_max = g(lo_end), g(hi_end)
+    exact = (s <= 0) & (m >= 0) & (g_min >= INT32_MIN) & (g_max <= INT32_MAX)
+
+    # lo: first acc with g > amin.  Bisection keeps g(a) <= amin < g(b).
+    a, b = lo_end.copy(), hi_end.copy()
+    for _ in range(33):
+        mid = (a + b) >> 1
+        above = g(mid) > amin
+        b = np.where(above, mid, b)
+        a = np.where(above, a, mid)
+    lo = np.where(g_min > amin, INT32_MIN, np.where(g_max <= amin, INT32_MAX + 1, b))
+
+    # hi: last acc with g < amax.  Bisection keeps g(a) < amax <= g(b).
+    a, b = lo_end.copy(), hi_end.copy()
+    for _ in range(33):
+        mid = (a + b) >> 1
+        below = g(mid) < amax
+        a = np.where(below, mid, a)
+        b = np.where(below, b, mid)
+    hi = np.where(g_max < amax, INT32_MAX, np.where(g_min >= amax, INT32_MIN - 1, a))
+
+    lo = np.where(exact, lo, INT32_MIN).astype(np.int64)
+    hi = np.where(exact, hi, INT32_MAX).astype(np.int64)
+    return lo, hi
+
+
+# --------------------------------------------------------------------------
+# .tflite -> ModelPlan
+
+
+def _fail(message: str, hint: str = _SUPPORTED) -> ConvertError:
+    return ConvertError(message, hint=hint)
+
+
+def _tensor_label(t: Tensor) -> str:
+    return f"tensor {t.index} '{t.name}'"
+
+
+def _per_tensor_quant(t: Tensor, where: str) -> TensorQuant:
+    """The single (scale, zero point) of an int8 activation tensor."""
+    if t.dtype != "int8":
+        raise _fail(
+            f"{where}: {_tensor_label(t)} is {t.dtype}, not int8",
+            hint="convert a full-integer model (representative dataset, TFLITE_BUILTINS_INT8)",
+        )
+    if t.quantization is None:
+        raise _fail(f"{where}: {_tensor_label(t)} has no quantization parameters",
+                    hint="convert a full-integer model (representative dataset, TFLITE_BUILTINS_INT8)")
+    if t.quantization.scales.size != 1:
+        raise _fail(f"{where}: {_tensor_label(t)} is quantized per channel "
+                    f"({t.quantization.scales.size} scales); activations must be per-tensor")
+    scale = float(t.quantization.scales[0])
+    zp = int(t.quantization.zero_points[0])
+    if not (math.isfinite(scale) and scale > 0):
+        raise _fail(f"{where}: {_tensor_label(t)} has scale {scale}, which must be positive",
+                    hint="re-convert the model with a representative dataset")
+    if not INT8_MIN <= zp <= INT8_MAX:
+        raise _fail(f"{where}: {_tensor_label(t)} has zero point {zp}, outside int8",
+                    hint="re-convert the model with a representative dataset")
+    return TensorQuant(scale=scale, zero_point=zp)
+
+
+def _elements(shape: tuple[int, ...]) -> int | None:
+    if any(d < 0 for d in shape):
+        return None  # dynamic dimension
+    return math.prod(shape)
+
+
+def _dense_layer(model: TFLiteModel, op, x: Tensor) -> DenseLayer:
+    where = f"operator {op.index} (FULLY_CONNECTED)"
+    if len(op.inputs) < 2 or op.inputs[1] < 0 or len(op.outputs) != 1:
+        raise _fail(f"{where} does not have an input, a weights tensor and one output",
+                    hint="re-convert the model; the file looks malformed")
+    tq_in = _per_tensor_quant(x, f"{where} input")
+    w = model.tensors[op.inputs[1]]
+    y = model.tensors[op.outputs[0]]
+    tq_out = _per_tensor_quant(y, f"{where} output")
+
+    if w.dtype != "int8":
+        raise _fail(f"{where}: weights {_tensor_label(w)} are {w.dtype}, not int8",
+                    hint="convert with optimizations=[DEFAULT], a representative dataset and "
+                         "TFLITE_BUILTINS_INT8 so weights are int8")
+    if w.data is None:
+        raise _fail(f"{where}: weights {_tensor_label(w)} are not constant",
+                    hint="ipytinyml needs weights stored in the model")
+    if w.data.ndim != 2:
+        raise _fail(f"{where}: weights {_tensor_label(w)} have shape {w.shape}, expected [out, in]")
+    n_out, n_in = (int(d) for d in w.data.shape)
+    wq = w.quantization
+    if wq is None:
+        raise _fail(f"{where}: weights {_tensor_label(w)} have no quantization parameters")
+    if np.any(wq.zero_points != 0):
+        raise _fail(f"{where}: weights {_tensor_label(w)} have a non-zero zero point",
+                    hint="TFLM requires symmetric int8 weights; re-convert with the TFLite converter")
+    scales = wq.scales.astype(np.float32)
+    if not np.all(np.isfinite(scales) & (scales > 0)):
+        raise _fail(f"{where}: weights {_tensor_label(w)} have a non-positive scale",
+                    hint="re-convert the model")
+    per_channel = scales.size > 1  # TFLM: is_per_channel = scale->size > 1
+    if per_channel and (wq.quantized_dimension != 0 or scales.size != n_out):
+        raise _fail(f"{where}: weights {_tensor_label(w)} have {scales.size} scales on dimension "
+                    f"{wq.quantized_dimension}; per-channel weights need one scale per output unit (dimension 0)")
+
+    options = op.options or {}
+    if options.get("weights_format", "DEFAULT") != "DEFAULT":
+        raise _fail(f"{where} uses weights format {options['weights_format']}",
+                    hint="re-convert without shuffled weights")
+    act = op.fused_activation or "NONE"
+    if act not in SUPPORTED_ACTIVATIONS:
+        raise _fail(f"{where} has fused activation {act}")
+
+    bias_q_scale = None
+    if len(op.inputs) > 2 and op.inputs[2] >= 0:
+        b = model.tensors[op.inputs[2]]
+        if b.dtype != "int32" or b.data is None:
+            raise _fail(f"{where}: bias {_tensor_label(b)} is {'non-constant ' if b.data is None else ''}"
+                        f"{b.dtype}; int8 models need a constant int32 bias")
+        if b.data.size != n_out:
+            raise _fail(f"{where}: bias {_tensor_label(b)} has {b.data.size} values for {n_out} outputs",
+                        hint="re-convert the model; the file looks malformed")
+        bias = b.data.reshape(n_out).astype(np.int32)
+        bias_q_scale = float(b.quantization.scales[0]) if b.quantization is not None else 0.0
+    else:
+        bias = np.zeros(n_out, dtype=np.int32)
+
+    # Effective scales, exactly as TFLM's Prepare (fully_connected_common.cc).
+    if per_channel:
+        reals = [float(tq_in.scale) * float(sc) / float(tq_out.scale) for sc in scales]
+    else:
+        product = np.float32(tq_in.scale) * np.float32(scales[0])  # float32 product
+        if bias_q_scale is not None:
+            # GetQuantizedConvolutionMultipler: Prepare fails past this tolerance.
+            diff = abs(float(tq_in.scale) * float(scales[0]) - bias_q_scale)
+            if diff / float(tq_out.scale) > 0.02:
+                raise _fail(f"{where}: bias scale {bias_q_scale:g} does not match input scale x weight "
+                            "scale; TFLM's Prepare rejects this layer",
+                            hint="re-convert the model with the TFLite converter")
+        reals = [float(product) / float(tq_out.scale)] * n_out
+    ms, shifts = zip(*(quantize_multiplier(r) for r in reals))
+    if max(shifts) > 30:
+        raise _fail(f"{where}: effective scale {max(reals):g} is too large (>= 2**30)",
+                    hint="the layer's quantization is degenerate; retrain or re-convert")
+    amin, amax = activation_range(act, tq_out.scale, tq_out.zero_point)
+
+    weights = np.array(w.data, dtype=np.int8)
+    bias = np.array(bias, dtype=np.int32)
+    mult = np.array(ms, dtype=np.int32)
+    shift = np.array(shifts, dtype=np.int32)
+    for arr in (weights, bias, mult, shift):
+        arr.setflags(write=False)
+    return DenseLayer(
+        weights=weights,
+        bias=bias,
+        input_offset=-tq_in.zero_point,
+        output_offset=tq_out.zero_point,
+        output_multiplier=mult,
+        output_shift=shift,
+        activation_min=amin,
+        activation_max=amax,
+        activation=act,
+        per_channel=per_channel,
+    )
+
+
+def plan_from_model(model) -> ModelPlan:
+    """Turn an int8 ``.tflite`` (a :class:`TFLiteModel`, a path or bytes) into a ``ModelPlan``.
+
+    Accepts ``[QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE]`` on one subgraph with
+    one input and one output: int8 activations (per-tensor), int8 weights
+    (per-tensor, or per-channel on dimension 0) with zero point 0, an int32
+    bias or none, fused NONE/RELU/RELU6/RELU_N1_TO_1. A RESHAPE between int8
+    tensors with identical quantization and element count is accepted as the
+    no-op it is. Anything else raises :class:`ConvertError` naming the op or
+    tensor.
+    """
+    from .tflite_file import TFLiteModel, read_tflite
+
+    if not isinstance(model, TFLiteModel):
+        if isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview)):
+            model = read_tflite(model)
+        else:
+            raise TypeError(f"plan_from_model expects a TFLiteModel, a path or bytes, not {type(model).__name__}")
+
+    if model.n_subgraphs != 1:
+        raise _fail(f"the model has {model.n_subgraphs} subgraphs (control flow); only one is supported")
+    if model.version != 3:
+        raise _fail(f"the model has schema version {model.version}; TFLM requires version 3",
+                    hint="re-convert with a current TFLite converter")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise _fail(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+                    "exactly one of each is supported",
+                    hint="build the Keras model with one Input and one output")
+    ops = list(model.operators)
+    if not ops:
+        raise _fail("the model has no operators")
+
+    T = model.tensors
+    cur = model.inputs[0]
+    float_input = float_output = False
+    k = 0
+    if ops[0].opcode == "QUANTIZE":
+        op = ops[0]
+        src = T[op.inputs[0]] if op.inputs else None
+        if src is None or op.inputs[0] != cur or src.dtype != "float32" or len(op.outputs) != 1:
+            raise _fail(f"operator 0 (QUANTIZE) must turn the float32 model input into int8")
+        cur = op.outputs[0]
+        float_input = True
+        k = 1
+    input_q = _per_tensor_quant(T[cur], "the model input" if not float_input else "operator 0 (QUANTIZE) output")
+
+    layers: list[DenseLayer] = []
+    batch: int | None = None
+    output_q = None
+    for op in ops[k:]:
+        name = f"operator {op.index} ({op.opcode})"
+        if output_q is not None:
+            raise _fail(f"{name} follows the final DEQUANTIZE")
+        if not op.inputs or op.inputs[0] != cur:
+            raise _fail(f"{name} does not consume the previous op's output; only a straight chain is supported")
+        x = T[cur]
+        if op.opcode == "FULLY_CONNECTED":
+            layer = _dense_layer(model, op, x)
+            n = _elements(x.shape)
+            if n is not None:
+                if n % layer.n_in:
+                    raise _fail(f"{name}: input {_tensor_label(x)} of shape {x.shape} does not split into "
+                                f"rows of {layer.n_in}")
+                if batch is None:
+                    batch = n // layer.n_in
+                elif n // layer.n_in != batch:
+                    raise _fail(f"{name}: the batch size changes from {batch} to {n // layer.n_in} in the chain")
+            if layers and layers[-1].n_out != layer.n_in:
+                raise _fail(f"{name} takes {layer.n_in} inputs but the previous layer gives {layers[-1].n_out}")
+            layers.append(layer)
+            cur = op.outputs[0]
+        elif op.opcode == "RESHAPE":
+            if len(op.outputs) != 1:
+                raise _fail(f"{name} must have one output")
+            y = T[op.outputs[0]]
+            qx, qy = _per_tensor_quant(x, f"{name} input"), _per_tensor_quant(y, f"{name} output")
+            nx, ny = _elements(x.shape), _elements(y.shape)
+            if qx != qy or nx is None or nx != ny:
+                raise _fail(f"{name} is not a no-op here ({x.shape} -> {y.shape}, quantization "
+                            f"{qx} -> {qy}); only shape-only reshapes are supported")
+            cur = op.outputs[0]
+        elif op.opcode == "DEQUANTIZE":
+            if len(op.outputs) != 1 or T[op.outputs[0]].dtype != "float32":
+                raise _fail(f"{name} must turn the int8 result into float32")
+            output_q = _per_tensor_quant(x, f"{name} input")
+            float_output = True
+            cur = op.outputs[0]
+        elif op.opcode == "QUANTIZE":
+            raise _fail(f"{name} requantizes inside the model, which is not supported")
+        else:
+            raise _fail(f"{name} is not supported")
+
+    if not layers:
+        raise _fail("the model has no FULLY_CONNECTED layer")
+    if cur != model.outputs[0]:
+        raise _fail(f"the chain ends at tensor {cur}, but the model output is tensor {model.outputs[0]}",
+                    hint="only a straight chain of ops is supported")
+    if output_q is None:
+        output_q = _per_tensor_quant(T[cur], "the model output")
+    return ModelPlan(
+        layers=tuple(layers),
+        input=input_q,
+        output=output_q,
+        float_input=float_input,
+        float_output=float_output,
+    )
