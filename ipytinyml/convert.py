@@ -9,7 +9,9 @@ board.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -30,13 +32,15 @@ TFLM_INT8_OPS = frozenset({
 
 
 @contextlib.contextmanager
-def _quiet_fds():
-    """Silence the converter's C++ logging (it writes to fd 2 directly)."""
+def _quiet():
+    """Silence the converter: C++ logging on fd 2, Keras' export summary on stdout, warnings."""
     saved = os.dup(2)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
-        yield
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # int8 I/O: "Statistics for quantized inputs" is expected
+            yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -87,6 +91,17 @@ def convert(model, variant: str, train_x: np.ndarray | None = None, *,
         raise ConvertError("per_channel and int8_io apply to the int8 variant only")
     if variant == "int8" and (train_x is None or len(train_x) == 0):
         raise ConvertError("the int8 variant needs training features for its representative dataset")
+    if variant == "int8":
+        # TF's int8 calibration crashes the whole process (SIGSEGV, seen with TF 2.21) on ops
+        # that have no int8 kernel, such as EXP in softplus: refuse those from the float graph.
+        _check_ops(_convert_once(model, "float32", None, False, False))
+    flatbuffer = _convert_once(model, variant, train_x, per_channel, int8_io)
+    if variant == "int8":
+        check_full_integer(flatbuffer, int8_io=int8_io)
+    return flatbuffer
+
+
+def _convert_once(model, variant, train_x, per_channel, int8_io) -> bytes:
     import tensorflow as tf
 
     converter, export_dir = _converter_for(model)
@@ -104,31 +119,32 @@ def convert(model, variant: str, train_x: np.ndarray | None = None, *,
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     try:
-        with _quiet_fds(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # int8 I/O: "Statistics for quantized inputs ..." is expected
-            flatbuffer = bytes(converter.convert())
+        with _quiet():
+            return bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConvertError(f"TFLite conversion to {variant} failed: {first[:300]}") from exc
     finally:
         if export_dir:
-            import shutil
             shutil.rmtree(export_dir, ignore_errors=True)
-    if variant == "int8":
-        check_full_integer(flatbuffer, int8_io=int8_io)
-    return flatbuffer
+
+
+def _check_ops(flatbuffer: bytes) -> None:
+    from .tflite_file import read_tflite
+
+    unsupported = sorted({op.opcode for op in read_tflite(flatbuffer).operators} - TFLM_INT8_OPS)
+    if unsupported:
+        raise ConvertError(f"the model uses {', '.join(unsupported)}, which TensorFlow Lite Micro "
+                           "cannot run as int8; use Dense layers with relu, relu6, tanh or sigmoid")
 
 
 def check_full_integer(flatbuffer: bytes, *, int8_io: bool) -> None:
     """Refuse a model that kept float math inside or an op TFLM cannot run."""
     from .tflite_file import read_tflite
 
+    _check_ops(flatbuffer)
     model = read_tflite(flatbuffer)
-    unsupported = sorted({op.opcode for op in model.operators} - TFLM_INT8_OPS)
-    if unsupported:
-        raise ConvertError(f"the model uses {', '.join(unsupported)}, which TensorFlow Lite Micro "
-                           "cannot run as int8; use Dense/Conv layers with relu activations")
-    io = set(model.inputs) | set(model.outputs)
+    io_tensors = set(model.inputs) | set(model.outputs)
     for op in model.operators:
         boundary = op.opcode in ("QUANTIZE", "DEQUANTIZE")
         for index in (*op.inputs, *op.outputs):
@@ -137,12 +153,12 @@ def check_full_integer(flatbuffer: bytes, *, int8_io: bool) -> None:
             tensor = model.tensors[index]
             if tensor.dtype in ("int8", "int32"):
                 continue
-            if tensor.dtype == "float32" and boundary and index in io and not int8_io:
+            if tensor.dtype == "float32" and boundary and index in io_tensors and not int8_io:
                 continue
             raise ConvertError(f"op {op.opcode} kept a {tensor.dtype} tensor {tensor.name!r}: the "
                                "model is not fully int8; replace the layer that cannot be quantized")
     expected = "int8" if int8_io else "float32"
-    for index in io:
+    for index in io_tensors:
         if model.tensors[index].dtype != expected:
             raise ConvertError(f"model input/output {model.tensors[index].name!r} is "
                                f"{model.tensors[index].dtype}, expected {expected}")

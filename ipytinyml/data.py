@@ -80,10 +80,21 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path} is not a readable CSV file ({type(exc).__name__}); "
                         "save it as comma-separated text with a header row") from exc
+    header = _header(path)
+    duplicated = sorted({n for n in header if header.count(n) > 1})
+    if duplicated:
+        raise DataError(f"{path} repeats column name(s) {duplicated}; give every column a unique name")
     if df.shape[1] < 2:
         raise DataError(f"{path} has {df.shape[1]} column; a CSV needs at least one feature "
                         "and one label column separated by commas")
     return df
+
+
+def _header(path: Path) -> list[str]:
+    """The header row as written (pandas renames repeated names to 'x.1')."""
+    import csv
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return [name.strip() for name in next(csv.reader(f), [])]
 
 
 def _frame_for(data) -> tuple[pd.DataFrame, str]:
