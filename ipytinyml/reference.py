@@ -33,21 +33,30 @@ def _bytes(model) -> bytes:
     return Path(model).read_bytes()
 
 
+def _flush_c_stdio() -> None:
+    import ctypes
+    ctypes.CDLL(None).fflush(None)
+
+
 @contextlib.contextmanager
-def _stdout_captured():
-    """tflite-micro prints from C++ straight to fd 1: divert it, and keep the text."""
+def _output_captured():
+    """tflite-micro prints from C++ straight to fds 1 and 2: divert both, and keep the text."""
     import sys
     import tempfile
     sys.stdout.flush()
-    saved = os.dup(1)
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
     captured: list[str] = []
     with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
+        for fd in saved:
+            os.dup2(sink.fileno(), fd)
         try:
             yield captured
         finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+            _flush_c_stdio()  # printf output sits in libc's buffer until flushed
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
             sink.seek(0)
             captured.append(sink.read().decode("utf-8", "replace"))
 
@@ -100,7 +109,7 @@ def _micro_runtime():
 def micro_interpreter(model, arena_size: int | None = None):
     """A tflite-micro interpreter (allocation recording on), stdout kept clean."""
     runtime = _micro_runtime()
-    with _stdout_captured() as printed:
+    with _output_captured() as printed:
         try:
             interpreter, failure = runtime.Interpreter.from_bytes(
                 _bytes(model), arena_size=arena_size,
@@ -137,7 +146,7 @@ def run_micro(model, x: np.ndarray, interpreter=None) -> np.ndarray:
 def micro_arena_bytes(model) -> int:
     """Arena bytes TFLM's recording allocator used for the model on this (64-bit) host."""
     interpreter = micro_interpreter(model)
-    with _stdout_captured() as printed:
+    with _output_captured() as printed:
         interpreter.print_allocations()
     found = re.search(r"Arena allocation total (\d+) bytes", "".join(printed))
     if not found:
