@@ -1,0 +1,538 @@
+"""ModelPlan -> the native runtime's C sources (any Arduino, the Uno included).
+
+``generate_native`` writes ``tinyml_model.h`` (the firmware seam described in
+docs/internals.md), ``tinyml_model.cpp`` (the model's integer tables and one
+function per layer) and ``tinyml_kernels.h`` (the fixed kernels) into a folder.
+The C reproduces TFLM's reference int8 FULLY_CONNECTED bit for bit.
+
+Two kernels compute every layer (see firmware_templates/native/tinyml_kernels.h.j2):
+
+- ``reference``: TFLM's loop nest and double-rounding MultiplyByQuantizedMultiplier
+  with int64_t; always available.
+- ``window16`` / ``window32``: the fast AVR kernel. All float work and all
+  proofs happen here, on the host, with exact Python integers:
+
+  * the input offset moves into the bias, so products are int8 x uint8 (AVR
+    ``mulsu``) and the sum of a row fits the narrowest of int16/int24/int32
+    that the weights allow (``acc_type``);
+  * the output is a monotone function of the accumulator, so two thresholds
+    per channel decide the clamped outputs (inactive ReLU units cost two
+    comparisons);
+  * in between, the double rounding is rewritten around the window's base as
+    a 16x31-bit (``window16``) or 32x31-bit (``window32``) product built from
+    16x16->32-bit partial products, and a shift.
+
+  Per-tensor layers get their requantization constants as compile-time
+  literals; per-channel layers read a small table from flash.
+
+  A layer whose ranges cannot be proven (an accumulator that may leave int32,
+  a negative multiplier, a window too wide) uses the reference kernel, and the
+  generated file says why.
+
+``plan_kernels`` exposes that analysis, so tests and reports can see which
+kernel each layer got.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConvertError
+from ..quant import DenseLayer, ModelPlan
+from . import cgen
+from . import render as _render
+
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+MAX_UNITS = 65535  # loop counters are uint16_t
+SHIFT_RANGE = (-31, 30)  # what TFLM's QuantizeMultiplier can produce (TFLM shifts 1 << left_shift)
+GENERATED_FILES = ("tinyml_model.h", "tinyml_model.cpp", "tinyml_kernels.h")
+ACC_TYPES = ("int16_t", "tinyml_int24_t", "int32_t")
+DOT_FUNCTIONS = {"int16_t": "tinyml_dot_i16", "tinyml_int24_t": "tinyml_dot_i24",
+                 "int32_t": "tinyml_dot_i32"}
+
+
+# --------------------------------------------------------------------------
+# exact TFLM arithmetic on Python integers (the proofs below need unbounded ints)
+
+
+def _wrap32(value: int) -> int:
+    return (value + 2**31) % 2**32 - 2**31
+
+
+def _multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLM's default (double rounding) MultiplyByQuantizedMultiplier on Python ints.
+
+    The same formula as ``ipytinyml.quant`` (brief section 1.4), scalar and
+    unbounded so the generator can evaluate it at any accumulator.
+    """
+    left, right = max(shift, 0), max(-shift, 0)
+    a = _wrap32(x << left)
+    if a == multiplier == INT32_MIN:
+        high = INT32_MAX
+    else:
+        ab = a * multiplier
+        q = ab + (2**30 if ab >= 0 else 1 - 2**30)
+        high = q // 2**31 if q >= 0 else -((-q) // 2**31)  # C division truncates
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0)
+
+
+def _unclamped_output(acc: int, multiplier: int, shift: int, output_offset: int) -> int:
+    return _multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
+
+
+# --------------------------------------------------------------------------
+# analysis results
+
+
+@dataclass(frozen=True)
+class Window:
+    """Requantization of one channel (or of a whole per-tensor layer) around a base.
+
+    For ``base <= acc <= base + u_max`` with ``u = acc - base``::
+
+        h'  = floor((h_rem + (u << lshift) * mult) / 2^31)
+        out = y0 + ((h' + g_rem - (h' < h_neg)) >> rshift)
+
+    equals TFLM's clamped output; below ``base`` the output is the activation
+    minimum, above ``base + u_max`` the maximum. ``u_max`` is -1 when no
+    accumulator the channel can produce lands inside.
+    """
+
+    base: int
+    u_max: int
+    mult: int
+    h_rem: int
+    g_rem: int
+    h_neg: int
+    y0: int
+    lshift: int
+    rshift: int
+    h_max: int  # the largest h' in the window
+
+    @property
+    def v_max(self) -> int:
+        """Largest value shifted right in the second stage."""
+        return self.h_max + self.g_rem
+
+    def output(self, u: int) -> int:
+        """The C expression on Python ints (used by tests and self-checks)."""
+        h = (self.h_rem + (u << self.lshift) * self.mult) >> 31
+        return self.y0 + ((h + self.g_rem - (1 if h < self.h_neg else 0)) >> self.rshift)
+
+
+@dataclass(frozen=True)
+class LayerKernel:
+    """How one layer is compiled: which kernel, which types, which tables."""
+
+    index: int
+    kind: str  # "window16" | "window32" | "reference"
+    reason: str  # why the reference kernel, or a one-line summary of the fast one
+    per_channel: bool  # multipliers/shifts differ between channels
+    acc_type: str = "int32_t"
+    x_min: int = -128  # smallest int8 the layer's input can hold
+    skip_zero: bool = False  # skip inputs at x_min in the dot product
+    offsets: tuple[int, ...] = ()  # per channel: bias' - window base, saturated
+    windows: tuple[Window, ...] = ()  # one (per-tensor) or one per channel
+    wide_v: bool = False  # second stage in uint32_t rather than uint16_t
+
+    @property
+    def fast(self) -> bool:
+        return self.kind != "reference"
+
+    @property
+    def shared(self) -> bool:
+        """One window for every channel: its constants become literals."""
+        return len(self.windows) == 1 and not self.per_channel
+
+
+# --------------------------------------------------------------------------
+# plan validation
+
+
+def _check_plan(plan: ModelPlan) -> None:
+    if not isinstance(plan, ModelPlan):
+        raise ConvertError(f"expected a ModelPlan, got {type(plan).__name__}")
+    if not plan.layers:
+        raise ConvertError("the model has no FULLY_CONNECTED layer; the native runtime needs at least one")
+    problems: list[str] = []
+    for i, layer in enumerate(plan.layers):
+        problems += [f"layer {i}: {p}" for p in _layer_problems(layer)]
+        if i and not problems:
+            prev = plan.layers[i - 1]
+            if layer.n_in != prev.n_out:
+                problems.append(f"layer {i}: takes {layer.n_in} inputs but layer {i - 1} "
+                                f"produces {prev.n_out}")
+            if layer.input_offset != -prev.output_offset:
+                problems.append(f"layer {i}: input zero point {-layer.input_offset} differs from "
+                                f"layer {i - 1}'s output zero point {prev.output_offset} "
+                                "(a requantization between layers is not supported)")
+    if not problems:
+        if plan.input.zero_point != -plan.layers[0].input_offset:
+            problems.append(f"input zero point {plan.input.zero_point} differs from the first "
+                            f"layer's {-plan.layers[0].input_offset}")
+        if plan.output.zero_point != plan.layers[-1].output_offset:
+            problems.append(f"output zero point {plan.output.zero_point} differs from the last "
+                            f"layer's {plan.layers[-1].output_offset}")
+    if problems:
+        raise ConvertError("the native runtime cannot generate this model: " + "; ".join(problems),
+                           hint="it supports chains of int8 FULLY_CONNECTED layers with "
+                                f"activations {', '.join(ACTIVATIONS)}")
+
+
+def _int_array(value, name: str, shape: tuple[int, ...], lo: int, hi: int, problems: list[str]):
+    arr = np.asarray(value)
+    if arr.shape != shape:
+        problems.append(f"{name} has shape {arr.shape}, expected {shape}")
+        return None
+    if arr.size and arr.dtype.kind not in "iu":
+        problems.append(f"{name} must hold integers, not {arr.dtype}")
+        return None
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        problems.append(f"{name} has values outside {lo}..{hi}")
+        return None
+    return arr
+
+
+def _layer_problems(layer: DenseLayer) -> list[str]:
+    problems: list[str] = []
+    weights = np.asarray(layer.weights)
+    if weights.ndim != 2 or weights.dtype.kind not in "iu":
+        return [f"weights must be a 2-D integer array [out, in], got {weights.dtype} {weights.shape}"]
+    n_out, n_in = weights.shape
+    if not (1 <= n_in <= MAX_UNITS and 1 <= n_out <= MAX_UNITS):
+        return [f"{n_out}x{n_in} weights; each dimension must be 1..{MAX_UNITS}"]
+    _int_array(weights, "weights", (n_out, n_in), -128, 127, problems)
+    _int_array(layer.bias, "bias", (n_out,), INT32_MIN, INT32_MAX, problems)
+    _int_array(layer.output_multiplier, "output_multiplier", (n_out,), INT32_MIN, INT32_MAX, problems)
+    _int_array(layer.output_shift, "output_shift", (n_out,), *SHIFT_RANGE, problems)
+    if layer.activation not in ACTIVATIONS:
+        problems.append(f"activation {layer.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+    if not -128 <= layer.activation_min <= layer.activation_max <= 127:
+        problems.append(f"activation range {layer.activation_min}..{layer.activation_max} "
+                        "is not inside -128..127")
+    if not -128 <= layer.output_offset <= 127:
+        problems.append(f"output zero point {layer.output_offset} is not an int8")
+    if not -127 <= layer.input_offset <= 128:
+        problems.append(f"input zero point {-layer.input_offset} is not an int8")
+    return problems
+
+
+# --------------------------------------------------------------------------
+# the fast-kernel analysis
+
+
+def _domain(shift: int) -> tuple[int, int]:
+    """Accumulators whose ``acc * 2^left_shift`` stays inside int32 (no wrap in TFLM)."""
+    left = max(shift, 0)
+    return -(2**31 >> left), INT32_MAX >> left
+
+
+def _first_above(lo: int, hi: int, pred) -> int | None:
+    """Smallest x in [lo, hi] with pred(x), for a monotone pred; None if none."""
+    if not pred(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _thresholds(multiplier: int, shift: int, layer: DenseLayer) -> tuple[int | None, int | None]:
+    """(A0, A1): the smallest accumulator whose output exceeds the activation minimum and
+    the largest whose output stays below the maximum, within the no-wrap domain
+    (None when there is none). Exact: the requantization is monotone for M >= 0."""
+    d_lo, d_hi = _domain(shift)
+    out = lambda acc: _unclamped_output(acc, multiplier, shift, layer.output_offset)  # noqa: E731
+    a0 = _first_above(d_lo, d_hi, lambda acc: out(acc) > layer.activation_min)
+    first_at_max = _first_above(d_lo, d_hi, lambda acc: out(acc) >= layer.activation_max)
+    if first_at_max is None:
+        a1 = d_hi
+    elif first_at_max == d_lo:
+        a1 = None
+    else:
+        a1 = first_at_max - 1
+    return a0, a1
+
+
+def _window(lo: int, hi: int, multiplier: int, shift: int, layer: DenseLayer) -> Window:
+    """The window of accumulators in [lo, hi] whose output is not clamped, and its constants."""
+    a0, a1 = _thresholds(multiplier, shift, layer)
+    if a0 is None:  # always at the minimum
+        base, u_max = hi + 1, -1
+    elif a1 is None:  # always at the maximum
+        base, u_max = lo, -1
+    else:
+        base, top = max(a0, lo), min(a1, hi)
+        u_max = top - base if top >= base else -1
+    left, right = max(shift, 0), max(-shift, 0)
+    if u_max < 0:  # no reachable accumulator inside: the constants are never used
+        return Window(base=base, u_max=-1, mult=multiplier, h_rem=0, g_rem=0, h_neg=0, y0=0,
+                      lshift=left, rshift=right, h_max=0)
+    h_q, h_rem = divmod((base << left) * multiplier + 2**30, 2**31)
+    h_max = (h_rem + (max(u_max, 0) << left) * multiplier) >> 31
+    g_q, g_rem = divmod(h_q + ((1 << (right - 1)) if right else 0), 1 << right)
+    h_neg = min(max(0, -h_q), h_max + 1) if right else 0
+    y0 = g_q + layer.output_offset
+    if right and g_rem == 0 and h_neg > 0:  # keep h' + g_rem - 1 >= 0 (unsigned in C)
+        g_rem, y0 = 1 << right, y0 - 1
+    return Window(base=base, u_max=u_max, mult=multiplier, h_rem=h_rem, g_rem=g_rem,
+                  h_neg=h_neg, y0=y0, lshift=left, rshift=right, h_max=h_max)
+
+
+def _narrowest(values, types=ACC_TYPES) -> str | None:
+    lo, hi = min(values), max(values)
+    for ctype in types:
+        if cgen.fits(lo, ctype) and cgen.fits(hi, ctype):
+            return ctype
+    return None
+
+
+def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> LayerKernel:
+    mults = [int(m) for m in np.asarray(layer.output_multiplier)]
+    shifts = [int(s) for s in np.asarray(layer.output_shift)]
+    per_channel = len(set(zip(mults, shifts))) > 1
+    reference = lambda why: LayerKernel(index, "reference", why, per_channel)  # noqa: E731
+
+    if min(mults) < 0:
+        return reference("a negative output_multiplier (the requantization is not monotone)")
+    x_min = -128 if prev is None else prev.activation_min
+    x_span = 127 - x_min if prev is None else prev.activation_max - prev.activation_min
+    weights = np.asarray(layer.weights).astype(np.int64)
+    bias = np.asarray(layer.bias).astype(np.int64)
+    row_sum = weights.sum(axis=1)
+    s_min = [int(v) * x_span for v in np.minimum(weights, 0).sum(axis=1)]
+    s_max = [int(v) * x_span for v in np.maximum(weights, 0).sum(axis=1)]
+    # TFLM: acc = bias + sum W*(x + input_offset) = bias' + sum W*(x - x_min)
+    bias_prime = [int(b) + int(r) * (x_min + layer.input_offset) for b, r in zip(bias, row_sum)]
+    acc_lo = [b + s for b, s in zip(bias_prime, s_min)]
+    acc_hi = [b + s for b, s in zip(bias_prime, s_max)]
+    for c in range(layer.n_out):
+        d_lo, d_hi = _domain(shifts[c])
+        if acc_lo[c] < d_lo or acc_hi[c] > d_hi:
+            return reference(f"channel {c}'s accumulator may leave int32 (TFLM wraps it)")
+
+    if per_channel:
+        windows = tuple(_window(acc_lo[c], acc_hi[c], mults[c], shifts[c], layer)
+                        for c in range(layer.n_out))
+        per_out = windows
+    else:
+        shared = _window(min(acc_lo), max(acc_hi), mults[0], shifts[0], layer)
+        windows, per_out = (shared,), (shared,) * layer.n_out
+
+    u_top = max((max(w.u_max, 0) << w.lshift) for w in windows)
+    if u_top < 2**16:
+        kind = "window16"
+    elif u_top < 2**32:
+        kind = "window32"
+    else:
+        return reference(f"a requantization window of {u_top} accumulator steps (more than 2^32)")
+    if max(w.v_max for w in windows) >= 2**32:
+        return reference("a requantization result wider than 32 bits")
+    wide_v = any(w.v_max >= 2**16 or w.rshift >= 16 for w in windows)
+
+    # Saturate each offset to the range that still classifies every reachable
+    # accumulator correctly (below / inside / above the window).
+    offsets = []
+    for c, w in enumerate(per_out):
+        offsets.append(min(max(bias_prime[c] - w.base, -(s_max[c] + 1)), w.u_max - s_min[c] + 1))
+    values = [0, -1, *s_min, *s_max, *(w.u_max for w in windows)]
+    values += [o + s for o, s in zip(offsets, s_min)] + [o + s for o, s in zip(offsets, s_max)]
+    acc_type = _narrowest(values)
+    if acc_type is None:
+        return reference("offset accumulators that do not fit in int32")
+    if any(not cgen.fits(w.y0, "int16_t") for w in windows):
+        return reference("an output base outside int16")
+
+    summary = (f"{kind}, {acc_type} accumulator, "
+               + ("per-channel window table" if per_channel else "per-tensor constants")
+               + f", {'uint32_t' if wide_v else 'uint16_t'} rounding")
+    return LayerKernel(index, kind, summary, per_channel, acc_type=acc_type, x_min=x_min,
+                       skip_zero=prev is not None and prev.activation != "NONE",
+                       offsets=tuple(offsets), windows=windows, wide_v=wide_v)
+
+
+def plan_kernels(plan: ModelPlan) -> tuple[LayerKernel, ...]:
+    """Decide, layer by layer, how the generated C computes ``plan``.
+
+    Raises
+    ------
+    ConvertError
+        The plan holds something the native runtime cannot run (the message
+        names every problem found).
+    """
+    _check_plan(plan)
+    return tuple(_analyze_layer(i, layer, plan.layers[i - 1] if i else None)
+                 for i, layer in enumerate(plan.layers))
+
+
+# --------------------------------------------------------------------------
+# rendering
+
+
+def _buffers(plan: ModelPlan) -> list[int]:
+    """Sizes of the ping-pong activation buffers between layers."""
+    sizes = [0, 0]
+    for i, layer in enumerate(plan.layers[:-1]):
+        sizes[i % 2] = max(sizes[i % 2], layer.n_out)
+    return [s for s in sizes if s]
+
+
+def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffer_out: str) -> dict:
+    i = kernel.index
+    p = f"tinyml_l{i}"
+    macro = f"TINYML_L{i}"
+    n_q = layer.n_out if kernel.per_channel else 1
+    ctx = {
+        "index": i, "p": p, "m": macro, "n_in": layer.n_in, "n_out": layer.n_out,
+        "activation": layer.activation,
+        "quantization": "per-channel" if kernel.per_channel else "per-tensor",
+        "input": buffer_in, "output": buffer_out,
+        "counter_type": "uint8_t" if layer.n_out <= 255 else "uint16_t",
+        "input_offset": cgen.int_literal(layer.input_offset),
+        "output_offset": cgen.int_literal(layer.output_offset),
+        "activation_min": cgen.int_literal(layer.activation_min),
+        "activation_max": cgen.int_literal(layer.activation_max),
+        "weights": cgen.int_array(np.asarray(layer.weights).ravel(), "int8_t"),
+        "bias": cgen.int_array(np.asarray(layer.bias), "int32_t"),
+        "n_q": n_q,
+        "multipliers": cgen.int_array(np.asarray(layer.output_multiplier)[:n_q], "int32_t"),
+        "shifts": cgen.int_array(np.asarray(layer.output_shift)[:n_q], "int8_t"),
+        "kernel": kernel,
+    }
+    if not kernel.fast:
+        return ctx
+    v_type = "uint32_t" if kernel.wide_v else "uint16_t"
+    offset_type = _narrowest(kernel.offsets, ("int16_t", "int32_t"))
+    ctx.update({
+        "acc_type": kernel.acc_type, "dot": DOT_FUNCTIONS[kernel.acc_type],
+        "x_min": cgen.int_literal(kernel.x_min), "skip_zero": int(kernel.skip_zero),
+        "offset_type": offset_type,
+        "offset_read": "tinyml_flash_i16" if offset_type == "int16_t" else "tinyml_flash_i32",
+        "offsets": cgen.int_array(kernel.offsets, offset_type),
+        "v_type": v_type, "v_bits": v_type[4:6],
+        "u_type": "uint16_t" if kernel.kind == "window16" else "uint32_t",
+        "high": "tinyml_high31_u16" if kernel.kind == "window16" else "tinyml_high31_u32",
+    })
+    if kernel.shared:
+        w = kernel.windows[0]
+        ctx["constants"] = [
+            ("U_MAX", cgen.int_literal(w.u_max), "u above this: output at the activation maximum"),
+            ("LSHIFT", str(w.lshift), "max(output_shift, 0)"),
+            ("MULT", cgen.int_literal(w.mult, "uint32_t"), "output_multiplier"),
+            ("H_REM", cgen.int_literal(w.h_rem, "uint32_t"),
+             "(base * 2^LSHIFT * MULT + 2^30) mod 2^31"),
+            ("G_REM", cgen.int_literal(w.g_rem, v_type), "rounding constant of the final shift"),
+            ("H_NEG", cgen.int_literal(w.h_neg, v_type), "h' below this: the high product is < 0"),
+            ("Y0", cgen.int_literal(w.y0, "int16_t"), "output at the window base, less rounding"),
+            ("RSHIFT", str(w.rshift), "max(-output_shift, 0)"),
+        ]
+        ctx["e"] = {k: f"{macro}_{k}" for k, _, _ in ctx["constants"]}
+        return ctx
+    u_max_type = _narrowest([w.u_max for w in kernel.windows], ("int16_t", "int32_t"))
+    ctx["window_fields"] = [
+        (u_max_type, "u_max"), ("uint32_t", "mult"), ("uint32_t", "h_rem"), (v_type, "g_rem"),
+        (v_type, "h_neg"), ("int16_t", "y0"), ("uint8_t", "lshift"), ("uint8_t", "rshift")]
+    ctx["window_rows"] = [
+        cgen.struct_init([cgen.int_literal(w.u_max, u_max_type), cgen.int_literal(w.mult, "uint32_t"),
+                          cgen.int_literal(w.h_rem, "uint32_t"), cgen.int_literal(w.g_rem, v_type),
+                          cgen.int_literal(w.h_neg, v_type), cgen.int_literal(w.y0, "int16_t"),
+                          str(w.lshift), str(w.rshift)])
+        for w in kernel.windows]
+    read = {"int16_t": "tinyml_flash_i16", "int32_t": "tinyml_flash_i32",
+            "uint16_t": "tinyml_flash_u16", "uint32_t": "tinyml_flash_u32", "uint8_t": "tinyml_flash_u8"}
+    ctx["e"] = {name.upper(): f"{read[ctype]}(&window->{name})"
+                for ctype, name in ctx["window_fields"]}
+    return ctx
+
+
+_HASH = re.compile(r"[0-9a-f]{1,64}\Z")
+
+
+def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
+                  output_label: str = "y") -> dict[str, str]:
+    """The generated files as ``{file name: text}``, without writing anything."""
+    if not isinstance(model_hash, str) or not _HASH.match(model_hash):
+        raise ConvertError(f"model_hash must be lowercase hex digits, got {model_hash!r}")
+    kernels = plan_kernels(plan)
+    buffers = _buffers(plan)
+    names = [f"tinyml_activations_{j}" for j in range(len(buffers))]
+    layers = []
+    n = len(plan.layers)
+    for i, (layer, kernel) in enumerate(zip(plan.layers, kernels)):
+        buffer_in = "input" if i == 0 else names[(i - 1) % 2]
+        buffer_out = "output" if i == n - 1 else names[i % 2]
+        layers.append(_layer_context(layer, kernel, buffer_in, buffer_out))
+    context = {
+        "model_hash": model_hash,
+        "n_inputs": plan.n_inputs, "n_outputs": plan.n_outputs, "n_layers": n,
+        "input_scale_bits": cgen.float32_bits(plan.input.scale),
+        "input_zero_point": cgen.int_literal(plan.input.zero_point),
+        "output_scale_bits": cgen.float32_bits(plan.output.scale),
+        "output_zero_point": cgen.int_literal(plan.output.zero_point),
+        "input_label": cgen.string_literal(input_label),
+        "output_label": cgen.string_literal(output_label),
+        "float_input": int(bool(plan.float_input)), "float_output": int(bool(plan.float_output)),
+        "arena_bytes": sum(buffers),
+        "buffers": list(zip(names, buffers)),
+        "layers": layers,
+    }
+    return {name: _render(f"native/{name}.j2", context, model_hash=model_hash)
+            for name in GENERATED_FILES}
+
+
+def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: str = "x",
+                    output_label: str = "y") -> list[Path]:
+    """Write the native runtime's C sources for ``plan`` into ``out_dir``.
+
+    Parameters
+    ----------
+    plan : the int8 model as a ``ModelPlan`` (``ipytinyml.quant.plan_from_model``)
+    out_dir : folder to write into (created if missing); other files are left alone
+    model_hash : first hex digits of the .tflite's SHA-256, reported by the firmware
+    input_label, output_label : names the firmware prints for the input and output
+
+    Returns
+    -------
+    The paths written: ``tinyml_model.h``, ``tinyml_model.cpp``, ``tinyml_kernels.h``.
+
+    Raises
+    ------
+    ConvertError
+        The plan uses something the native runtime does not support (named in
+        the message), or ``model_hash`` is not hex.
+
+    Examples
+    --------
+    >>> from ipytinyml.quant import plan_from_model            # doctest: +SKIP
+    >>> generate_native(plan, "tinyml/hp_mpg/sketch",           # doctest: +SKIP
+    ...                 model_hash="3f2a9c01d4e5", input_label="horsepower", output_label="mpg")
+    """
+    files = render_native(plan, model_hash=model_hash, input_label=input_label,
+                          output_label=output_label)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        path = out / name
+        # atomic: a reader never sees half a file
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=out)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(path)
+    return written
