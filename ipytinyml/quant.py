@@ -19,6 +19,9 @@ What "exactly" means here (each rule is tested against tflite-micro):
   values that can be negative.
 * FULLY_CONNECTED: int32 accumulation that wraps like the C kernel, bias added,
   requantized, output zero point added, clamped to the fused activation range.
+  The effective scale is ``s_in * s_w[c] / s_out`` in double; for per-tensor
+  layers see ``plan_from_model(per_tensor_product=...)`` (the oracle and the
+  TFLM source disagree on the precision of ``s_in * s_w``).
 * QUANTIZE: float32 division, round half away from zero, clamp to int8.
   DEQUANTIZE: computed in double, then rounded to float32.
 """
@@ -248,7 +251,10 @@ def quantize(x, q: TensorQuant) -> np.ndarray:
 
     ``x`` is converted to float32 first (what writing it into a float32 input
     tensor does); the division is float32, the rounding half away from zero.
-    NaN has no defined result in TFLM and raises ``ValueError``.
+    Exact for ``|x / scale| < 2**31``. Beyond that TFLM's float -> int32 cast
+    is undefined behaviour (the x86 host build gives INT32_MIN and the zero
+    point then wraps, so -1e30 quantizes to +127 there; Cortex-M saturates);
+    here such values saturate to -128 / 127. NaN raises ``ValueError``.
     """
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(all="ignore"):
@@ -337,10 +343,14 @@ def requant_thresholds(layer: DenseLayer) -> tuple[np.ndarray, np.ndarray]:
     * ``hi[c]`` is the largest int32 ``acc`` with ``g(acc) < activation_max``
       (``-2**31 - 1`` if there is none).
 
-    So a kernel can write ``acc < lo ? act_min : acc > hi ? act_max : g(acc)``
-    and skip both the 32x32 multiply and the clamp: inside ``[lo, hi]`` the
-    value is strictly between the bounds. When ``act_min < act_max``, ``lo <=
-    hi + 1``; when they are equal every input gives that value.
+    So a kernel can write ``acc < lo ? act_min : acc > hi ? act_max :
+    clamp(g(acc))`` and skip the 32x32 multiply for every clamped output. For
+    an exact channel (below) the value inside ``[lo, hi]`` is strictly between
+    the bounds, so the clamp there never fires; keep it anyway, it is what makes
+    the conservative channels exact. When ``act_min < act_max``, ``lo <= hi +
+    1``; when they are equal every input gives that value. ``lo``/``hi`` may be
+    one past the int32 range (``2**31``, ``-2**31 - 1``): compare in int64, or
+    treat those as "always".
 
     Exactness rests on monotonicity: for ``M >= 0`` and ``shift <= 0``, ``g`` is
     non-decreasing over all of int32 (the high multiply is ``acc*M / 2**31``
@@ -429,7 +439,7 @@ def _elements(shape: tuple[int, ...]) -> int | None:
     return math.prod(shape)
 
 
-def _dense_layer(model: TFLiteModel, op, x: Tensor) -> DenseLayer:
+def _dense_layer(model: TFLiteModel, op, x: Tensor, per_tensor_product: str) -> DenseLayer:
     where = f"operator {op.index} (FULLY_CONNECTED)"
     if len(op.inputs) < 2 or op.inputs[1] < 0 or len(op.outputs) != 1:
         raise _fail(f"{where} does not have an input, a weights tensor and one output",
@@ -490,7 +500,10 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor) -> DenseLayer:
     if per_channel:
         reals = [float(tq_in.scale) * float(sc) / float(tq_out.scale) for sc in scales]
     else:
-        product = np.float32(tq_in.scale) * np.float32(scales[0])  # float32 product
+        if per_tensor_product == "float32":  # TFLM source: (double)(float s_in * float s_w)
+            product = float(np.float32(tq_in.scale) * np.float32(scales[0]))
+        else:  # the tflite-micro wheel's binary: (double)s_in * (double)s_w
+            product = float(tq_in.scale) * float(scales[0])
         if bias_q_scale is not None:
             # GetQuantizedConvolutionMultipler: Prepare fails past this tolerance.
             diff = abs(float(tq_in.scale) * float(scales[0]) - bias_q_scale)
@@ -498,7 +511,7 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor) -> DenseLayer:
                 raise _fail(f"{where}: bias scale {bias_q_scale:g} does not match input scale x weight "
                             "scale; TFLM's Prepare rejects this layer",
                             hint="re-convert the model with the TFLite converter")
-        reals = [float(product) / float(tq_out.scale)] * n_out
+        reals = [product / float(tq_out.scale)] * n_out
     ms, shifts = zip(*(quantize_multiplier(r) for r in reals))
     if max(shifts) > 30:
         raise _fail(f"{where}: effective scale {max(reals):g} is too large (>= 2**30)",
@@ -525,7 +538,7 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor) -> DenseLayer:
     )
 
 
-def plan_from_model(model) -> ModelPlan:
+def plan_from_model(model, *, per_tensor_product: str = "float64") -> ModelPlan:
     """Turn an int8 ``.tflite`` (a :class:`TFLiteModel`, a path or bytes) into a ``ModelPlan``.
 
     Accepts ``[QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE]`` on one subgraph with
@@ -535,7 +548,21 @@ def plan_from_model(model) -> ModelPlan:
     tensors with identical quantization and element count is accepted as the
     no-op it is. Anything else raises :class:`ConvertError` naming the op or
     tensor.
+
+    ``per_tensor_product`` picks how a per-tensor layer's ``s_in * s_w`` is
+    formed before dividing by ``s_out`` (per-channel layers are always all
+    double). TFLM's source (``GetQuantizedConvolutionMultipler`` in
+    ``kernel_util.cc``, also in the Arduino ports) takes the product in float32,
+    but the tflite-micro wheel we use as the oracle (0.dev20261023, x86-64)
+    computes it in double (``cvtss2sd``/``mulsd`` in its ``_runtime.so``), and
+    the two multipliers differ in their low bits, so an output can differ by
+    one LSB for accumulators near a rounding boundary (see
+    ``tests/test_quant.py::test_per_tensor_multiplier_matches_the_oracle``).
+    The default ``"float64"`` matches the oracle; ``"float32"`` follows the
+    source, for builds that compile it literally.
     """
+    if per_tensor_product not in ("float64", "float32"):
+        raise ValueError('per_tensor_product must be "float64" or "float32"')
     from .tflite_file import TFLiteModel, read_tflite
 
     if not isinstance(model, TFLiteModel):
@@ -569,6 +596,11 @@ def plan_from_model(model) -> ModelPlan:
         cur = op.outputs[0]
         float_input = True
         k = 1
+    if not float_input and T[cur].dtype == "float32":
+        raise _fail(
+            f"operator 0 ({ops[0].opcode}) computes in float32: this is a float model",
+            hint="convert a full-integer int8 model (representative dataset, TFLITE_BUILTINS_INT8)",
+        )
     input_q = _per_tensor_quant(T[cur], "the model input" if not float_input else "operator 0 (QUANTIZE) output")
 
     layers: list[DenseLayer] = []
@@ -582,7 +614,7 @@ def plan_from_model(model) -> ModelPlan:
             raise _fail(f"{name} does not consume the previous op's output; only a straight chain is supported")
         x = T[cur]
         if op.opcode == "FULLY_CONNECTED":
-            layer = _dense_layer(model, op, x)
+            layer = _dense_layer(model, op, x, per_tensor_product)
             n = _elements(x.shape)
             if n is not None:
                 if n % layer.n_in:
