@@ -51,6 +51,7 @@ __all__ = [
     "activation_range",
     "quantize",
     "dequantize",
+    "accumulators",
     "fully_connected",
     "evaluate_plan",
     "predict_float",
