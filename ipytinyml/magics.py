@@ -1,0 +1,529 @@
+"""IPython magics: train, quantize, flash and query a TinyML model from a notebook.
+
+Load with ``%load_ext ipytinyml``, then::
+
+    %%tinyml_train --data autompg --features horsepower --label mpg --name hp_mpg
+    %tinyml_quantize                 # float32 + int8, with the test MAE of each
+    %tinyml_flash                    # a connected board, or else the virtual Uno (simavr)
+    %tinyml_predict 130 150          # through the board, next to the notebook's own answer
+    %tinyml_predict --test           # the whole test set: MAE, bit-exact parity, latency
+    %tinyml_predict --widget         # a slider wired to the board
+
+``--name`` defaults to the last model, so after the first cell the magics need
+no arguments. Each magic's help is ``%tinyml_flash?``. Settings live on the
+``TinyMLMagics`` configurable (``%config TinyMLMagics`` lists them)::
+
+    %config TinyMLMagics.board = "sim"     # default --board
+    %config TinyMLMagics.root = "tinyml"   # artifacts folder
+    %config TinyMLMagics.tracebacks = True # show full tracebacks instead of one-line errors
+
+This module is glue only: every magic parses its arguments, calls the plain
+API (``ipytinyml.api``), shows progress and returns a result object (see
+``ipytinyml.views``). Problems the user can fix (``TinyMLError``) become a
+one-line ``UsageError``. Loading the extension imports nothing heavy and
+touches no serial port.
+"""
+from __future__ import annotations
+
+import ast
+import atexit
+import difflib
+import functools
+import re
+import inspect
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from traitlets import Bool, Int, TraitError, Unicode, validate
+
+from .errors import LinkError, TinyMLError
+
+__all__ = ["TinyMLMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+KNOWN_BOARDS = ("auto", "sim", "uno", "nano33ble")
+RUNTIMES = ("native", "tflm")
+VARIANTS = ("float32", "float16", "dynamic", "int8")
+_FQBN = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.=,-]+)?$")
+_BODY_FILE = "<%%tinyml_train body>"
+
+
+def check_board(value: str) -> str:
+    """A known board name or a full FQBN (``vendor:arch:board``); a close match is suggested."""
+    value = str(value).strip()
+    if value in KNOWN_BOARDS or _FQBN.match(value):
+        return value
+    close = difflib.get_close_matches(value.lower(), KNOWN_BOARDS, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else \
+        f"choose {', '.join(KNOWN_BOARDS)} or a full FQBN such as arduino:avr:uno"
+    raise TinyMLError(f"unknown board {value!r}", hint=hint)
+
+
+def _user_errors(method):
+    """Turn a ``TinyMLError`` into a one-line ``UsageError`` (unless ``tracebacks`` is on)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except TinyMLError as exc:
+            if self.tracebacks:
+                raise
+            raise UsageError(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def _cleandoc(func):
+    """Dedent a magic's docstring so magic_arguments' help keeps its paragraphs."""
+    func.__doc__ = inspect.cleandoc(func.__doc__ or "")
+    return func
+
+
+def _wants_help(line: str) -> bool:
+    try:
+        words = shlex.split(line or "")
+    except ValueError:
+        return False
+    return "-h" in words or "--help" in words
+
+
+def _floats(words) -> list[float]:
+    values = []
+    for word in words:
+        for part in str(word).replace(",", " ").split():
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise TinyMLError(f"{part!r} is not a number; give input values such as "
+                                  "%tinyml_predict 130 150") from None
+    return values
+
+
+@magics_class
+class TinyMLMagics(Magics):
+    """The ipytinyml magics; its traits are the settings ``%config TinyMLMagics`` shows."""
+
+    board = Unicode("auto", help="Default --board of %tinyml_flash: 'auto' (a connected board, "
+                    "else the virtual Uno), 'sim', 'uno', 'nano33ble' or a full FQBN.").tag(config=True)
+    port = Unicode("", help="Default serial port of a real board ('' = discover it).").tag(config=True)
+    baud = Int(115200, help="Serial speed of the board in baud (the sketches use 115200).").tag(config=True)
+    root = Unicode("tinyml", help="Folder holding one artifacts folder per model "
+                   "(<root>/<name>/: model, .tflite files, sketch, build, report.json).").tag(config=True)
+    verbose = Bool(True, help="Show live progress while training, converting, building and "
+                   "streaming.").tag(config=True)
+    tracebacks = Bool(False, help="Show the full traceback of errors instead of one line "
+                      "(for debugging ipytinyml itself).").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self._board = None
+
+    # -- settings --------------------------------------------------------------------------
+    @validate("board")
+    def _valid_board(self, proposal):
+        try:
+            return check_board(proposal["value"])
+        except TinyMLError as exc:
+            raise TraitError(f"TinyMLMagics.board: {exc}") from None
+
+    @validate("baud")
+    def _valid_baud(self, proposal):
+        value = proposal["value"]
+        if not 300 <= value <= 4_000_000:
+            raise TraitError(f"TinyMLMagics.baud must be between 300 and 4000000, not {value}")
+        return value
+
+    @validate("root")
+    def _valid_root(self, proposal):
+        value = proposal["value"].strip()
+        if not value:
+            raise TraitError("TinyMLMagics.root must name a folder, e.g. 'tinyml'")
+        return value
+
+    @validate("port")
+    def _valid_port(self, proposal):
+        return proposal["value"].strip()
+
+    # -- plumbing --------------------------------------------------------------------------
+    @property
+    def current_board(self):
+        """The board the last ``%tinyml_flash`` connected (None before it)."""
+        return self._board
+
+    def close_board(self) -> None:
+        """Close the connected board (a virtual board's simulator stops)."""
+        board, self._board = self._board, None
+        if board is not None:
+            from .widgets import board_lock
+            with board_lock(board):
+                try:
+                    board.close()
+                except Exception:  # noqa: BLE001 - closing must never fail a cell
+                    pass
+
+    def _progress(self, title: str):
+        from .views import Progress
+        return Progress(title, enabled=self.verbose)
+
+    def _data(self, name: str):
+        """``--data``: 'autompg', a CSV path, or the name of a DataFrame in the user namespace."""
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if name.isidentifier() and name in ns and name.lower() != "autompg":
+            value = ns[name]
+            import pandas as pd
+            if isinstance(value, pd.DataFrame):
+                return value
+            from pathlib import Path
+            if not Path(name).exists():
+                raise TinyMLError(f"{name!r} in your namespace is a {type(value).__name__}, not a pandas "
+                                  "DataFrame; pass a DataFrame's name, a CSV path or 'autompg'")
+        return name
+
+    def _run_body(self, cell: str):
+        """Run a ``%%tinyml_train`` body in the user namespace; return the ``model`` it defines.
+
+        Returns None for a body without code (empty, or comments only).
+        """
+        source = self.shell.transform_cell(cell)
+        try:
+            tree = ast.parse(source, filename=_BODY_FILE)
+        except SyntaxError as exc:
+            if self.tracebacks:
+                raise
+            raise TinyMLError(f"the cell body has a syntax error: {exc.msg} (line {exc.lineno})") from exc
+        if not tree.body:
+            return None
+        ns = self.shell.user_ns
+        missing = object()
+        previous = ns.pop("model", missing)
+        try:
+            exec(compile(tree, _BODY_FILE, "exec"), ns)  # noqa: S102 - the user's own cell
+        except Exception as exc:
+            if "model" not in ns and previous is not missing:
+                ns["model"] = previous
+            if self.tracebacks:
+                raise
+            line = None
+            tb = exc.__traceback__
+            while tb is not None:
+                if tb.tb_frame.f_code.co_filename == _BODY_FILE:
+                    line = tb.tb_lineno
+                tb = tb.tb_next
+            where = f" (line {line})" if line else ""
+            message = " ".join(str(exc).split())
+            raise TinyMLError(f"the cell body raised {type(exc).__name__}"
+                              f"{': ' + message if message else ''}{where}") from exc
+        if "model" not in ns:
+            if previous is not missing:
+                ns["model"] = previous
+            raise TinyMLError("the cell body must define `model` (a keras.Model), e.g. "
+                              "model = keras.Sequential([...]); leave the body empty to train the "
+                              "default model")
+        return ns["model"]
+
+    def _require_board(self, name: str | None):
+        board = self._board
+        if board is None:
+            raise LinkError("no board connected; run %tinyml_flash first")
+        if name is not None and name != board.name:
+            raise LinkError(f"the board runs {board.name!r}, not {name!r}; run "
+                            f"%tinyml_flash --name {name} first")
+        return board
+
+    # -- magics ----------------------------------------------------------------------------
+    @line_cell_magic
+    @_user_errors
+    @magic_arguments()
+    @kwds(epilog="""
+Examples
+--------
+::
+
+  In [1]: %%tinyml_train --data autompg --features horsepower --label mpg --name hp_mpg
+     ...:
+
+  In [2]: %%tinyml_train --data cars.csv --features weight,horsepower --label mpg --name cars
+     ...: import keras
+     ...: model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(16, activation="relu"),
+     ...:                           keras.layers.Dense(1)])
+
+  In [3]: %tinyml_train --data df --features x --label y --name mine --epochs 300
+""")
+    @argument("--data", default="autompg", metavar="DATA",
+              help="'autompg' (bundled), a CSV path, or the name of a pandas DataFrame in the "
+                   "notebook (default: %(default)s).")
+    @argument("--features", default="horsepower", metavar="A,B",
+              help="Comma-separated numeric input columns (default: %(default)s).")
+    @argument("--label", default="mpg", help="The numeric column to predict (default: %(default)s).")
+    @argument("--name", default="hp_mpg",
+              help="Model name, a plain identifier; artifacts go to <root>/<name>/ "
+                   "(default: %(default)s).")
+    @argument("--epochs", type=int, default=None, metavar="N",
+              help="Training length (default: 1000 full-batch steps for the default model, "
+                   "100 epochs of fit() for a model you compiled).")
+    @argument("--seed", type=int, default=0, metavar="S",
+              help="Seeds the train/test split and the weights (default: %(default)s; 0 is the "
+                   "TensorFlow tutorial's split).")
+    @_cleandoc
+    def tinyml_train(self, line, cell=None):
+        """Train a small Keras regression model and save it with its data split.
+
+        Loads the data, splits it 80/20 with a seed, trains, and saves the
+        model, the split and report.json under <root>/<name>/. Without a body
+        (or as a line magic) it trains the default model: Normalization ->
+        Dense(64, relu) -> Dense(1). A body is Python run in the notebook's
+        namespace that must define ``model`` (a keras.Model taking one input
+        per feature); an uncompiled model gets the fast full-batch recipe, a
+        compiled one is trained with its own ``fit`` settings. Shows live
+        progress, then the split sizes, the test MAE and (one feature) a plot
+        of the test data with the model's fit. Returns a TrainResult.
+        """
+        if _wants_help(line):
+            print(self.tinyml_train.__doc__)
+            return None
+        args = parse_argstring(self.tinyml_train, line)
+        from . import api
+        from .views import TrainResult, trained_fit_png
+
+        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        data = self._data(args.data)
+        model = self._run_body(cell) if cell and cell.strip() else None
+        with self._progress(f"training {args.name}") as bar:
+            report = api.train(data=data, features=features, label=args.label.strip(), name=args.name,
+                               root=self.root, model=model, epochs=args.epochs, seed=args.seed,
+                               progress=lambda done, total, loss: bar.update(done, total,
+                                                                             f"loss {loss:.3f}"))
+            bar.finish(f"done in {bar.elapsed:.1f} s")
+        png = trained_fit_png(report["name"], self.root) if len(features) == 1 else None
+        return TrainResult(report, seconds=bar.elapsed, epochs=bar.state.total,
+                           custom_model=model is not None, plot_png=png)
+
+    @line_magic
+    @_user_errors
+    @magic_arguments()
+    @kwds(epilog="""
+Examples
+--------
+::
+
+  In [1]: %tinyml_quantize
+  In [2]: %tinyml_quantize --name hp_mpg --variants float32,float16,dynamic,int8
+  In [3]: r = %tinyml_quantize --per-channel
+  In [4]: r.int8_vs_float32
+""")
+    @argument("--name", default=None, help="Model to convert (default: the last model).")
+    @argument("--variants", default="float32,int8", metavar="V,W",
+              help="Comma-separated, any of float32, float16, dynamic, int8 "
+                   "(default: %(default)s).")
+    @argument("--per-channel", action="store_true",
+              help="int8 with one weight scale per Dense unit (default: per-tensor, which every "
+                   "runtime handles; the Arduino TFLM ports mishandle per-channel).")
+    @argument("--int8-io", action="store_true",
+              help="int8 input/output tensors instead of float32 (default: float I/O).")
+    @_cleandoc
+    def tinyml_quantize(self, line):
+        """Convert the trained model to TFLite and measure every variant on the test set.
+
+        ``int8`` is full-integer quantization (int8 weights and activations,
+        integer-only ops) calibrated on the training data; it is what the
+        board runs. Each variant's .tflite is saved beside the model and its
+        size and test MAE go to report.json; nothing is written unless every
+        variant converts. Shows a table of size and test MAE per variant and
+        the int8-vs-float32 difference. Returns a QuantizeResult.
+        """
+        if _wants_help(line):
+            print(self.tinyml_quantize.__doc__)
+            return None
+        args = parse_argstring(self.tinyml_quantize, line)
+        from . import api
+        from .views import QuantizeResult
+
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        for v in variants:
+            if v not in VARIANTS:
+                close = difflib.get_close_matches(v, VARIANTS, n=1)
+                raise TinyMLError(f"unknown variant {v!r}", hint=f"did you mean {close[0]!r}?" if close
+                                  else f"choose from {', '.join(VARIANTS)}")
+        name = api.resolve_name(args.name, self.root)
+        with self._progress(f"quantizing {name}") as bar:
+            report = api.quantize(name=name, root=self.root, variants=variants,
+                                  per_channel=args.per_channel, int8_io=args.int8_io,
+                                  progress=bar.stage)
+            bar.finish()
+        return QuantizeResult(report, variants, seconds=bar.elapsed)
+
+    @line_magic
+    @_user_errors
+    @magic_arguments()
+    @kwds(epilog="""
+Examples
+--------
+::
+
+  In [1]: %tinyml_flash                      # a connected board, else the virtual Uno
+  In [2]: %tinyml_flash --board sim          # the virtual Uno in simavr
+  In [3]: %tinyml_flash --board uno --port /dev/ttyACM0
+  In [4]: %tinyml_flash --board nano33ble --runtime tflm
+  In [5]: r = %tinyml_flash
+  In [6]: r.board.predict([130])
+""")
+    @argument("--name", default=None, help="Model to deploy (default: the last model).")
+    @argument("--board", default=None,
+              help="auto, sim, uno, nano33ble or a full FQBN such as arduino:avr:uno "
+                   "(default: the TinyMLMagics.board setting, 'auto': a connected board, else "
+                   "the virtual Uno).")
+    @argument("--port", default=None, metavar="P",
+              help="Serial port of a real board (default: the TinyMLMagics.port setting, or "
+                   "discovered).")
+    @argument("--runtime", default="native", choices=RUNTIMES,
+              help="native: plain C generated from the int8 model, any Arduino; tflm: TensorFlow "
+                   "Lite Micro, 32-bit boards (default: %(default)s).")
+    @_cleandoc
+    def tinyml_flash(self, line):
+        """Generate, compile and upload (or start) the firmware for the int8 model.
+
+        Renders the sketch from the int8 .tflite, builds it (an unchanged
+        model reuses the cached build), uploads it to the board or starts the
+        virtual Uno, and connects over serial, closing any board a previous
+        %tinyml_flash left open. Shows the stages as they run, then the flash
+        and RAM the sketch uses and what the board reports about itself. The
+        board stays connected for %tinyml_predict. Returns a FlashResult
+        (``r.board`` is the Board).
+        """
+        if _wants_help(line):
+            print(self.tinyml_flash.__doc__)
+            return None
+        args = parse_argstring(self.tinyml_flash, line)
+        from . import api
+        from .views import FlashResult
+
+        requested = check_board(args.board if args.board is not None else self.board)
+        port = (args.port if args.port is not None else self.port) or None
+        name = api.resolve_name(args.name, self.root)
+        self.close_board()
+        with self._progress(f"flashing {name}") as bar:
+            board = api.flash(name=name, root=self.root, board=requested, port=port,
+                              runtime=args.runtime, progress=bar.stage)
+            self._board = board
+            info = board.info()
+            bar.finish()
+        note = None
+        if requested == "auto" and board.kind == "sim":
+            note = "No board found: using the virtual Arduino Uno (simavr)."
+        return FlashResult(board, requested=requested, note=note, stages=bar.stage_times(),
+                           seconds=bar.elapsed, info=info)
+
+    @line_magic
+    @_user_errors
+    @magic_arguments()
+    @kwds(epilog="""
+Examples
+--------
+::
+
+  In [1]: %tinyml_predict 130
+  In [2]: %tinyml_predict 90 130 200
+  In [3]: r = %tinyml_predict --test
+  In [4]: r.parity
+  In [5]: %tinyml_predict --widget
+""")
+    @argument("values", nargs="*", help="Input values, one per feature per row (e.g. 130 150).")
+    @argument("--test", action="store_true",
+              help="Stream the whole test set through the board: MAE, parity, latency, "
+                   "throughput; saved to report.json.")
+    @argument("--widget", action="store_true",
+              help="A slider per feature wired to the board, with both predictions and a plot.")
+    @argument("--name", default=None,
+              help="Check that the board runs this model (default: whatever it runs).")
+    @_cleandoc
+    def tinyml_predict(self, line):
+        """Ask the board: values, the whole test set, or live from a slider.
+
+        Needs a board from %tinyml_flash. With values, prints one line per
+        input: the board's answer, the notebook's own prediction of the same
+        int8 model, the on-device time, and whether the two agree bit for bit
+        (✓/✗). ``--test`` streams the test set and reports MAE, parity
+        (matched/total), device time per inference and predictions per second.
+        ``--widget`` shows a slider; each change (debounced) goes to the board.
+        Returns a PredictResult, an EvaluateResult or a BoardSlider.
+        """
+        if _wants_help(line):
+            print(self.tinyml_predict.__doc__)
+            return None
+        args = parse_argstring(self.tinyml_predict, line)
+        from .views import EvaluateResult, PredictResult, model_columns
+        from .widgets import BoardSlider, board_lock
+
+        chosen = [bool(args.values), args.test, args.widget]
+        if sum(chosen) != 1:
+            raise TinyMLError("give input values (%tinyml_predict 130 150), --test or --widget: "
+                              "exactly one of them")
+        board = self._require_board(args.name)
+        features, labels = model_columns(board.name, self.root)
+        if args.widget:
+            return BoardSlider(board, root=self.root)
+        if args.test:
+            from . import api
+            with self._progress(f"{board.name}: test set through the board") as bar:
+                def progress(*report):
+                    if len(report) >= 2 and all(isinstance(v, (int, float)) for v in report[:2]):
+                        bar.update(report[0], report[1])
+                    elif report:
+                        bar.update(text=str(report[0]))
+                with board_lock(board):
+                    result = api.evaluate_on_board(name=board.name, root=self.root, board=board,
+                                                   progress=progress)
+                bar.finish()
+            return EvaluateResult(result, name=board.name, label=labels[0] if labels else None,
+                                  seconds=bar.elapsed)
+        values = _floats(args.values)
+        n_inputs = board.plan.n_inputs
+        if len(values) % n_inputs:
+            raise TinyMLError(f"{board.name} takes {n_inputs} value(s) per row "
+                              f"({', '.join(features) or 'its features'}); got {len(values)}")
+        with board_lock(board):
+            predictions = board.compare(values)
+        return PredictResult(predictions, features=features, labels=labels, name=board.name)
+
+
+# -- extension entry points -------------------------------------------------------------------------
+_strong: dict[int, TinyMLMagics] = {}
+
+
+def load_ipython_extension(ip) -> None:
+    """Register the magics (``%load_ext ipytinyml``); nothing heavy is imported."""
+    previous = _strong.get(id(ip))
+    if previous is not None:  # loaded again without unloading: replace the old instance
+        _forget(ip, previous)
+    magics = TinyMLMagics(shell=ip)
+    if previous is not None and previous._board is not None:
+        magics._board, previous._board = previous._board, None
+    ip.register_magics(magics)
+    _strong[id(ip)] = magics
+
+
+def _forget(ip, magics: TinyMLMagics) -> None:
+    configurables = getattr(ip, "configurables", None)
+    if configurables is not None and magics in configurables:
+        configurables.remove(magics)
+
+
+def unload_ipython_extension(ip) -> None:
+    """Close an open board and remove the magics (``%unload_ext ipytinyml``)."""
+    magics = _strong.pop(id(ip), None)
+    if magics is None:
+        return
+    magics.close_board()
+    registry = ip.magics_manager.magics
+    for kind, names in TinyMLMagics.magics.items():
+        for name in names:
+            registry.get(kind, {}).pop(name, None)
+    _forget(ip, magics)
+
+
+@atexit.register
+def _close_boards_at_exit() -> None:  # a kernel shutting down stops its simulator
+    for magics in list(_strong.values()):
+        magics.close_board()

@@ -1,0 +1,693 @@
+"""What the magics show: live progress lines and result objects.
+
+Every result object has a plain-text form (``__repr__``, for terminals and
+logs), an HTML form (``_repr_html_``, for notebooks) and ``to_dict()``; the
+magics return them, so ``r = %tinyml_quantize`` keeps the numbers.
+
+``Progress`` is a one-line display updated in place with
+``display(..., display_id=True)`` in a Jupyter kernel (nbclient records the
+updates too); in a terminal it prints its final state once. Nothing here
+imports TensorFlow except ``fit_plot_png``, which the training magic calls
+after training, when TensorFlow is loaded anyway.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["Progress", "TrainResult", "QuantizeResult", "FlashResult", "PredictResult",
+           "EvaluateResult", "fit_plot_png", "text_table", "html_table"]
+
+CSS_PREFIX = "tinyml"
+
+
+# -- small formatting helpers -------------------------------------------------------------------
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _bytes(value) -> str:
+    return "—" if value is None else f"{int(value):,} B"
+
+
+def _signed(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:+.{digits}f}"
+
+
+def _us(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:,.0f} µs" if value >= 10 else f"{value:.1f} µs"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+
+
+def text_table(headers, rows, align=None) -> str:
+    """A plain-text table; ``align`` is a string of 'l'/'r' per column (default: first left)."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    align = align or ("l" + "r" * (len(headers) - 1))
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def html_table(headers, rows, align=None, css: str = "") -> str:
+    align = align or ("l" + "r" * (len(headers) - 1))
+    style = {"l": "text-align:left", "r": "text-align:right"}
+    head = "".join(f'<th style="{style[a]}">{html.escape(str(h))}</th>' for h, a in zip(headers, align))
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{style[a]}">{html.escape(str(c))}</td>' for c, a in zip(row, align))
+        + "</tr>" for row in rows)
+    return (f'<table class="{CSS_PREFIX}-table {css}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table>")
+
+
+def _box(title: str, inner: str, css: str) -> str:
+    return (f'<div class="{CSS_PREFIX}-result {css}">'
+            f"<div><b>{html.escape(title)}</b></div>{inner}</div>")
+
+
+def _kv_html(pairs) -> str:
+    rows = "".join(f'<tr><td style="text-align:left">{html.escape(k)}</td>'
+                   f'<td style="text-align:left">{html.escape(v)}</td></tr>' for k, v in pairs)
+    return f'<table class="{CSS_PREFIX}-table">{rows}</table>'
+
+
+def _kv_text(pairs, indent: str = "  ") -> str:
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{indent}{k.ljust(width)}  {v}" for k, v in pairs)
+
+
+def as_dict(obj) -> dict:
+    """A mapping view of an info/build object (dict, dataclass, namedtuple or plain object)."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return dict(obj)
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if hasattr(obj, "_asdict"):
+        return dict(obj._asdict())
+    import dataclasses
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "__dict__"):
+        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    return {"value": obj}
+
+
+# -- live progress ------------------------------------------------------------------------------
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    return getattr(shell, "kernel", None) is not None
+
+
+@dataclass
+class _ProgressState:
+    title: str
+    done: float | None = None
+    total: float | None = None
+    text: str = ""
+    stages: list = field(default_factory=list)  # [(name, seconds or None while running)]
+    finished: bool = False
+    failed: bool = False
+
+    def _stage_text(self, for_html: bool) -> str:
+        parts = []
+        for name, seconds in self.stages:
+            if seconds is None:
+                mark = "…" if not self.failed else "✗"
+                parts.append(f"{name} {mark}")
+            else:
+                parts.append(f"{name} ✓ {seconds:.1f} s")
+        return " · ".join(parts)
+
+    def __repr__(self) -> str:
+        line = f"{self.title}:"
+        if self.total:
+            frac = min(1.0, max(0.0, (self.done or 0) / self.total))
+            bar = "#" * int(round(frac * 20))
+            line += f" [{bar.ljust(20)}] {int(self.done or 0)}/{int(self.total)}"
+        if self.stages:
+            line += " " + self._stage_text(False)
+        if self.text:
+            line += f" {self.text}"
+        return line
+
+    def _repr_html_(self) -> str:
+        css = f"{CSS_PREFIX}-progress" + (" done" if self.finished else "") + (" failed" if self.failed else "")
+        parts = [f"<b>{html.escape(self.title)}</b>"]
+        if self.total:
+            parts.append(f'<progress value="{self.done or 0:g}" max="{self.total:g}" '
+                         'style="width:14em;vertical-align:middle"></progress>'
+                         f" {int(self.done or 0)}/{int(self.total)}")
+        if self.stages:
+            parts.append(html.escape(self._stage_text(True)))
+        if self.text:
+            parts.append(html.escape(self.text))
+        return f'<div class="{css}" style="font-family:monospace">{" ".join(parts)}</div>'
+
+
+class Progress:
+    """A one-line progress display.
+
+    In a Jupyter kernel it is shown once and updated in place (at most every
+    ``interval`` seconds, and always at the end); in a terminal it prints only
+    its final state. ``enabled=False`` shows nothing.
+    """
+
+    def __init__(self, title: str, *, enabled: bool = True, live: bool | None = None,
+                 interval: float = 0.1):
+        self.state = _ProgressState(title)
+        self.enabled = enabled
+        self.live = _in_kernel() if live is None else live
+        self.interval = interval
+        self._handle = None
+        self._last = 0.0
+        self._stage_start = None
+        self.started = time.perf_counter()
+
+    # updates
+    def update(self, done=None, total=None, text: str | None = None) -> None:
+        if done is not None:
+            self.state.done = done
+        if total is not None:
+            self.state.total = total
+        if text is not None:
+            self.state.text = text
+        self._show()
+
+    def stage(self, name: str) -> None:
+        """Start a named stage; the previous one is marked done with its duration."""
+        self._close_stage()
+        self.state.stages.append((str(name), None))
+        self._stage_start = time.perf_counter()
+        self._show(force=True)
+
+    def _close_stage(self) -> None:
+        if self.state.stages and self.state.stages[-1][1] is None and self._stage_start is not None:
+            name, _ = self.state.stages[-1]
+            self.state.stages[-1] = (name, time.perf_counter() - self._stage_start)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stage_times(self) -> dict:
+        return {name: seconds for name, seconds in self.state.stages}
+
+    def finish(self, text: str | None = None, *, failed: bool = False) -> None:
+        """The final state: done (shown), or failed (shown only if something was shown before;
+        the error line itself says what went wrong)."""
+        if failed and self._handle is None:
+            self.state.failed = self.state.finished = True
+            return
+        if not failed:
+            self._close_stage()
+            if self.state.total:
+                self.state.done = self.state.total
+        self.state.failed = failed
+        self.state.finished = True
+        if text is not None:
+            self.state.text = text
+        self._show(force=True, final=True)
+
+    # display
+    def _show(self, force: bool = False, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        if not self.live:
+            if final:
+                from IPython.display import display
+                display(self.state)
+            return
+        now = time.perf_counter()
+        if not force and self._handle is not None and now - self._last < self.interval:
+            return
+        self._last = now
+        from IPython.display import display
+        snapshot = _ProgressState(**{**vars(self.state), "stages": list(self.state.stages)})
+        if self._handle is None:
+            self._handle = display(snapshot, display_id=True)
+        else:
+            self._handle.update(snapshot)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and not self.state.finished:
+            self.finish(f"failed after {_duration(self.elapsed)}", failed=True)
+
+
+# -- results ------------------------------------------------------------------------------------
+class _Result:
+    css = "result"
+
+    def to_dict(self) -> dict:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.__repr__()
+
+
+class TrainResult(_Result):
+    """What ``%%tinyml_train`` returns: the data split, the test MAE and (one feature) a fit plot."""
+
+    css = f"{CSS_PREFIX}-train"
+
+    def __init__(self, report: dict, seconds: float | None = None, epochs: int | None = None,
+                 custom_model: bool = False, plot_png: bytes | None = None):
+        self.report = report
+        self.seconds = seconds
+        self.epochs = epochs
+        self.custom_model = custom_model
+        self.plot_png = plot_png
+
+    @property
+    def name(self) -> str:
+        return self.report["name"]
+
+    @property
+    def data(self) -> dict:
+        return self.report.get("data", {})
+
+    @property
+    def mae(self) -> float:
+        return float(self.report["variants"]["keras"]["mae"])
+
+    def _title(self) -> str:
+        d = self.data
+        model = "your model" if self.custom_model else "the default model"
+        when = f", {_duration(self.seconds)}" if self.seconds is not None else ""
+        epochs = f"{self.epochs} epochs, " if self.epochs else ""
+        return (f"Trained {self.name}: {', '.join(d.get('features', []))} -> {d.get('label', '?')} "
+                f"on {d.get('source', '?')} with {model} ({epochs}seed {d.get('seed', 0)}{when})")
+
+    def _pairs(self):
+        d = self.data
+        return [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test"))),
+                ("test MAE", f"{self.mae:.3f} {d.get('label', '')}".rstrip())]
+
+    def __repr__(self) -> str:
+        return self._title() + "\n" + _kv_text(self._pairs())
+
+    def _repr_html_(self) -> str:
+        inner = _kv_html(self._pairs())
+        if self.plot_png:
+            data = base64.b64encode(self.plot_png).decode("ascii")
+            inner += (f'<img class="{CSS_PREFIX}-plot" alt="test data and the model\'s fit" '
+                      f'src="data:image/png;base64,{data}"/>')
+        return _box(self._title(), inner, self.css)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "data": dict(self.data), "mae": self.mae, "seconds": self.seconds,
+                "epochs": self.epochs}
+
+
+class QuantizeResult(_Result):
+    """What ``%tinyml_quantize`` returns: size and test MAE of every variant."""
+
+    css = f"{CSS_PREFIX}-quantize"
+
+    def __init__(self, report: dict, variants, seconds: float | None = None):
+        self.report = report
+        self.variants = list(variants)
+        self.seconds = seconds
+
+    @property
+    def name(self) -> str:
+        return self.report["name"]
+
+    def mae(self, variant: str) -> float | None:
+        entry = self.report["variants"].get(variant)
+        return None if entry is None else float(entry["mae"])
+
+    def size(self, variant: str) -> int | None:
+        entry = self.report["variants"].get(variant)
+        return None if entry is None else entry.get("bytes")
+
+    @property
+    def int8_vs_float32(self) -> float | None:
+        """int8 test MAE minus float32 test MAE (None unless both exist)."""
+        a, b = self.mae("int8"), self.mae("float32")
+        return None if a is None or b is None else a - b
+
+    def _rows(self):
+        label = self.report.get("data", {}).get("label", "")
+        reference = self.mae("float32")
+        rows = []
+        shown = ["keras"] + [v for v in self.variants if v != "keras"]
+        for variant in shown:
+            entry = self.report["variants"].get(variant)
+            if entry is None:
+                continue
+            mae = float(entry["mae"])
+            delta = None if reference is None or variant in ("keras", "float32") else mae - reference
+            detail = ""
+            if variant == "int8":
+                detail = ("per-channel" if entry.get("per_channel") else "per-tensor") + (
+                    ", int8 I/O" if entry.get("int8_io") else ", float I/O")
+            elif variant == "keras":
+                detail = "trained model (reference)"
+            rows.append((variant, _bytes(entry.get("bytes")) if "bytes" in entry else "—",
+                         f"{mae:.3f}", _signed(delta) if delta is not None else "", detail))
+        headers = ("variant", "size", f"test MAE ({label})" if label else "test MAE", "vs float32", "")
+        return headers, rows
+
+    def _summary(self) -> str:
+        diff = self.int8_vs_float32
+        if diff is None:
+            return ""
+        label = self.report.get("data", {}).get("label", "")
+        return f"int8 vs float32: test MAE {diff:+.3f} {label}".rstrip()
+
+    def __repr__(self) -> str:
+        headers, rows = self._rows()
+        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        out = f"Quantized {self.name}{when}\n" + text_table(headers, rows, "lrrrl")
+        summary = self._summary()
+        return out + (f"\n{summary}" if summary else "")
+
+    def _repr_html_(self) -> str:
+        headers, rows = self._rows()
+        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        inner = html_table(headers, rows, "lrrrl")
+        summary = self._summary()
+        if summary:
+            inner += f'<div class="{CSS_PREFIX}-summary">{html.escape(summary)}</div>'
+        return _box(f"Quantized {self.name}{when}", inner, self.css)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name,
+                "variants": {v: dict(self.report["variants"][v]) for v in self.report["variants"]},
+                "int8_vs_float32": self.int8_vs_float32, "seconds": self.seconds}
+
+
+_BOARD_NAMES = {"sim": "the virtual Arduino Uno (simavr)", "uno": "an Arduino Uno",
+                "nano33ble": "an Arduino Nano 33 BLE Sense"}
+
+
+def _board_description(kind: str) -> str:
+    return _BOARD_NAMES.get(kind, f"board {kind}")
+
+
+def _build_pairs(build) -> list:
+    b = as_dict(build)
+    if not b:
+        return []
+    pairs = []
+
+    def pick(*keys):
+        for k in keys:
+            if b.get(k) is not None:
+                return b[k]
+        return None
+
+    flash, flash_max = pick("flash", "flash_bytes", "program_bytes"), pick("flash_max", "flash_total", "program_max")
+    ram, ram_max = pick("ram", "ram_bytes", "data_bytes"), pick("ram_max", "ram_total", "data_max")
+    if flash is not None:
+        pairs.append(("flash used", _bytes(flash) + (f" of {int(flash_max):,}" if flash_max else "")))
+    if ram is not None:
+        pairs.append(("RAM used", _bytes(ram) + (f" of {int(ram_max):,}" if ram_max else "")))
+    for key in ("flash_over_bare", "flash_model", "ram_over_bare", "ram_model"):
+        if b.get(key) is not None:
+            pairs.append((key.replace("_", " "), _bytes(b[key])))
+    if b.get("cached") is not None:
+        pairs.append(("build", "cached (model unchanged)" if b["cached"] else "compiled"))
+    return pairs
+
+
+def _info_line(info) -> str:
+    d = as_dict(info)
+    if not d:
+        return ""
+    if "banner" in d and isinstance(d["banner"], str):
+        return d["banner"]
+    return " ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (dict, list)))
+
+
+class FlashResult(_Result):
+    """What ``%tinyml_flash`` returns: the connected board, what was built, what it says."""
+
+    css = f"{CSS_PREFIX}-flash"
+
+    def __init__(self, board, *, requested: str = "auto", note: str | None = None,
+                 stages: dict | None = None, seconds: float | None = None, info=None):
+        self.board = board
+        self.requested = requested
+        self.note = note
+        self.stages = dict(stages or {})
+        self.seconds = seconds
+        self.info = info
+
+    @property
+    def build(self):
+        return getattr(self.board, "build", None)
+
+    def _title(self) -> str:
+        where = f" on {self.board.port}" if getattr(self.board, "port", None) else ""
+        when = f" in {_duration(self.seconds)}" if self.seconds is not None else ""
+        return f"{self.board.name} runs on {_board_description(self.board.kind)}{where}{when}"
+
+    def _pairs(self):
+        pairs = _build_pairs(self.build)
+        line = _info_line(self.info)
+        if line:
+            pairs.append(("board says", line))
+        if self.stages:
+            pairs.append(("stages", " · ".join(f"{k} {v:.1f} s" for k, v in self.stages.items()
+                                               if v is not None)))
+        return pairs
+
+    def __repr__(self) -> str:
+        out = self._title()
+        if self.note:
+            out = f"{self.note}\n{out}"
+        pairs = self._pairs()
+        return out + ("\n" + _kv_text(pairs) if pairs else "")
+
+    def _repr_html_(self) -> str:
+        inner = ""
+        if self.note:
+            inner += f'<div class="{CSS_PREFIX}-note">{html.escape(self.note)}</div>'
+        inner += _kv_html(self._pairs())
+        return _box(self._title(), inner, self.css)
+
+    def to_dict(self) -> dict:
+        return {"name": self.board.name, "board": self.board.kind, "port": self.board.port,
+                "requested": self.requested, "note": self.note, "build": as_dict(self.build),
+                "info": as_dict(self.info), "stages": self.stages, "seconds": self.seconds}
+
+
+class PredictResult(_Result):
+    """What ``%tinyml_predict VALUES`` returns: one row per input, board next to notebook."""
+
+    css = f"{CSS_PREFIX}-predict"
+
+    def __init__(self, predictions, features=None, labels=None, name: str | None = None):
+        self.predictions = list(predictions)
+        self.features = list(features or [])
+        self.labels = list(labels or [])
+        self.name = name
+
+    @property
+    def all_agree(self) -> bool:
+        return all(p.agree for p in self.predictions)
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def __getitem__(self, i):
+        return self.predictions[i]
+
+    def _headers(self):
+        n_in = len(self.predictions[0].inputs) if self.predictions else 1
+        n_out = len(self.predictions[0].board) if self.predictions else 1
+        features = self.features if len(self.features) == n_in else [f"x{i}" for i in range(n_in)]
+        labels = self.labels if len(self.labels) == n_out else [f"y{i}" for i in range(n_out)]
+        return features, labels
+
+    def _rows(self):
+        features, labels = self._headers()
+        headers = list(features) + [f"board {y}" for y in labels] + [f"notebook {y}" for y in labels] + [
+            "device time", "agree"]
+        rows = []
+        for p in self.predictions:
+            rows.append([f"{v:g}" for v in p.inputs] + [f"{v:.3f}" for v in p.board]
+                        + [f"{v:.3f}" for v in p.notebook] + [_us(p.device_us), "✓" if p.agree else "✗"])
+        return headers, rows
+
+    def __repr__(self) -> str:
+        headers, rows = self._rows()
+        return text_table(headers, rows, "r" * (len(headers) - 1) + "l")
+
+    def _repr_html_(self) -> str:
+        headers, rows = self._rows()
+        verdict = ("board and notebook agree bit for bit" if self.all_agree
+                   else "board and notebook DISAGREE")
+        title = f"{self.name} on the board: {verdict}" if self.name else verdict
+        return _box(title, html_table(headers, rows, "r" * (len(headers) - 1) + "l"), self.css)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "all_agree": self.all_agree, "predictions": [
+            {"inputs": list(p.inputs), "board": list(p.board), "notebook": list(p.notebook),
+             "board_q": list(p.board_q), "notebook_q": list(p.notebook_q), "device_us": p.device_us,
+             "agree": p.agree} for p in self.predictions]}
+
+
+class EvaluateResult(_Result):
+    """What ``%tinyml_predict --test`` returns: MAE, parity and latency over the whole test set."""
+
+    css = f"{CSS_PREFIX}-evaluate"
+
+    def __init__(self, result: dict, name: str | None = None, label: str | None = None,
+                 seconds: float | None = None):
+        self.result = dict(result)
+        self.name = name
+        self.label = label
+        self.seconds = seconds
+
+    @property
+    def mae(self) -> float | None:
+        return self.result.get("mae")
+
+    @property
+    def parity(self) -> dict:
+        return self.result.get("parity") or {}
+
+    @property
+    def latency(self) -> dict:
+        return self.result.get("latency") or {}
+
+    @property
+    def matched(self) -> int | None:
+        return self.parity.get("matched")
+
+    @property
+    def total(self) -> int | None:
+        return self.parity.get("total")
+
+    def _pairs(self):
+        pairs = []
+        if self.mae is not None:
+            pairs.append(("test MAE", f"{self.mae:.3f} {self.label or ''}".rstrip()))
+        if self.total:
+            pct = 100.0 * (self.matched or 0) / self.total
+            runtime = self.parity.get("runtime")
+            pairs.append(("parity", f"{self.matched}/{self.total} ({pct:.0f} %) board int8 == notebook int8"
+                          + (f" [{runtime}]" if runtime else "")))
+        lat = self.latency
+        if lat.get("device_us") is not None:
+            cyc = lat.get("device_cycles")
+            pairs.append(("device time", f"{_us(lat['device_us'])} per inference"
+                          + (f" ({cyc:,.0f} cycles)" if cyc else "")))
+        if lat.get("host_roundtrip_ms") is not None:
+            pairs.append(("round trip", f"{lat['host_roundtrip_ms']:.2f} ms per request"))
+        if lat.get("predictions_per_s") is not None:
+            bound = lat.get("wire_bound_per_s")
+            share = f" ({100.0 * lat['predictions_per_s'] / bound:.0f} % of the {bound:,.0f}/s wire bound)" \
+                if bound else ""
+            pairs.append(("throughput", f"{lat['predictions_per_s']:,.0f} predictions/s{share}"))
+        return pairs
+
+    def _title(self) -> str:
+        who = f"{self.name}: " if self.name else ""
+        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        return f"{who}test set through the board{when}"
+
+    def __repr__(self) -> str:
+        return self._title() + "\n" + _kv_text(self._pairs())
+
+    def _repr_html_(self) -> str:
+        return _box(self._title(), _kv_html(self._pairs()), self.css)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **self.result, "seconds": self.seconds}
+
+
+# -- the training plot ----------------------------------------------------------------------------
+def fit_plot_png(x_test, y_test, x_line, y_line, *, xlabel: str, ylabel: str,
+                 title: str | None = None) -> bytes | None:
+    """Test points and a fit line as PNG bytes (matplotlib's Agg canvas; no pyplot state).
+
+    Returns None when matplotlib is not installed (the plot is optional).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(5.0, 3.2), dpi=96)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter(x_test, y_test, s=12, alpha=0.6, label="test data")
+    ax.plot(x_line, y_line, color="C3", linewidth=2, label="model")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def trained_fit_png(name: str, root) -> bytes | None:
+    """The saved Keras model's fit line over its saved test data (one-feature models only)."""
+    import numpy as np
+
+    from . import api, artifacts
+    from . import training as train_mod
+
+    folder = artifacts.model_dir(root, name)
+    report = artifacts.read_report(folder)
+    data = report.get("data", {})
+    if len(data.get("features", [])) != 1:
+        return None
+    split = api.load_split(name, root)
+    model = artifacts.load_keras(folder)
+    xs = np.concatenate([split["train_x"][:, 0], split["test_x"][:, 0]])
+    grid = np.linspace(float(xs.min()), float(xs.max()), 200, dtype=np.float32).reshape(-1, 1)
+    line = train_mod.predict(model, grid)[:, 0]
+    return fit_plot_png(split["test_x"][:, 0], split["test_y"][:, 0], grid[:, 0], line,
+                        xlabel=data["features"][0], ylabel=data.get("label", ""),
+                        title=f"{name}: test data and fit")
+
+
+def model_columns(name: str, root) -> tuple[list, list]:
+    """(feature names, label names) saved with a model; empty lists when unknown."""
+    from . import artifacts
+    from .errors import TinyMLError
+    try:
+        data = artifacts.read_report(artifacts.model_dir(root, name)).get("data", {})
+    except TinyMLError:
+        return [], []
+    label = data.get("label")
+    return list(data.get("features", [])), ([label] if label else [])

@@ -1,0 +1,335 @@
+"""ipywidgets views over a connected board: a slider per feature, wired to the board.
+
+``BoardSlider(board)`` (what ``%tinyml_predict --widget`` returns) shows one
+slider per input feature, ranged over the model's saved data. Every change is
+debounced (only the latest value is sent, once the slider has been quiet for
+``debounce`` seconds, or at the latest ``max_wait`` seconds after the first
+unsent change) and sent to the board from a worker thread; the result line
+shows the board's prediction, the notebook's own prediction of the same int8
+model, the on-device time and whether they agree bit for bit. For one feature
+a small SVG plot shows the test data, the int8 model's fit line and a live
+marker. If the board goes away, the status line says so; a callback never
+raises into the notebook.
+
+ipywidgets is imported when a view is built, not when this module is imported;
+nothing here imports TensorFlow.
+
+Stable hooks for browser tests and styling: the sliders carry the CSS class
+``tinyml-slider`` (description = the feature name), the result line
+``tinyml-result`` (its inner ``span.tinyml-reading`` has ``data-board``,
+``data-notebook``, ``data-agree``, ``data-input`` attributes), the status line
+``tinyml-status`` and the plot ``tinyml-plot``.
+"""
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+import weakref
+
+__all__ = ["BoardSlider", "Debouncer", "board_lock"]
+
+_locks: "weakref.WeakKeyDictionary[object, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def board_lock(board) -> threading.RLock:
+    """The lock serializing requests to one board (widgets' worker threads and the magics)."""
+    with _locks_guard:
+        lock = _locks.get(board)
+        if lock is None:
+            lock = _locks[board] = threading.RLock()
+        return lock
+
+
+_NOTHING = object()
+
+
+class Debouncer:
+    """Call ``fn(value)`` in a worker thread with only the latest submitted value.
+
+    A value is sent once no new value arrived for ``quiet`` seconds, or
+    ``max_wait`` seconds after the oldest unsent change (so a long drag still
+    updates). Calls never overlap; ``fn`` must handle its own errors (any that
+    escape are passed to ``on_error``).
+    """
+
+    def __init__(self, fn, quiet: float = 0.15, max_wait: float = 0.6, on_error=None):
+        self.fn = fn
+        self.quiet = quiet
+        self.max_wait = max(max_wait, quiet)
+        self.on_error = on_error
+        self._cond = threading.Condition()
+        self._pending = _NOTHING
+        self._first = self._last = 0.0
+        self._busy = False
+        self._closed = False
+        self._thread = None
+        self.sent = 0  # how many values were handed to fn
+
+    def submit(self, value) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            now = time.monotonic()
+            if self._pending is _NOTHING:
+                self._first = now
+            self._pending, self._last = value, now
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tinyml-debounce", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _next(self):
+        """Wait for the next value that is due; None (as a tuple) when closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._pending is _NOTHING:
+                    self._cond.wait()
+                    continue
+                due = min(self._last + self.quiet, self._first + self.max_wait)
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                value, self._pending = self._pending, _NOTHING
+                self._busy = True
+                return (value,)
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            try:
+                self.sent += 1
+                self.fn(item[0])
+            except Exception as exc:  # noqa: BLE001 - a worker thread must never die silently
+                if self.on_error is not None:
+                    try:
+                        self.on_error(exc)
+                    except Exception:  # noqa: BLE001
+                        pass
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until nothing is pending or running (for tests and scripts)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending is not _NOTHING or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._pending = _NOTHING
+            self._cond.notify_all()
+
+
+def _nice_step(lo: float, hi: float, integers: bool) -> float:
+    if integers and hi - lo >= 20:
+        return 1.0
+    span = max(hi - lo, 1e-9)
+    return 10 ** math.floor(math.log10(span / 100))
+
+
+class _SvgPlot:
+    """Test points, the int8 fit line and a marker, as a small self-contained SVG."""
+
+    W, H, PAD_L, PAD_R, PAD_T, PAD_B = 380, 210, 44, 10, 10, 34
+
+    def __init__(self, x_points, y_points, x_line, y_line, xlabel: str, ylabel: str):
+        self.x0, self.x1 = float(min(x_line.min(), x_points.min())), float(max(x_line.max(), x_points.max()))
+        ys = [float(y_points.min()), float(y_points.max()), float(y_line.min()), float(y_line.max())]
+        pad = 0.05 * max(max(ys) - min(ys), 1e-9)
+        self.y0, self.y1 = min(ys) - pad, max(ys) + pad
+        points = "".join(f'<circle cx="{self._x(x):.1f}" cy="{self._y(y):.1f}" r="2.2"/>'
+                         for x, y in zip(x_points, y_points))
+        line = " ".join(f"{self._x(x):.1f},{self._y(y):.1f}" for x, y in zip(x_line, y_line))
+        l, r, t, b = self.PAD_L, self.W - self.PAD_R, self.PAD_T, self.H - self.PAD_B
+        axes = (f'<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/>'
+                f'<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#888"/>'
+                f'<text x="{l}" y="{b + 14}" font-size="10">{self.x0:g}</text>'
+                f'<text x="{r}" y="{b + 14}" font-size="10" text-anchor="end">{self.x1:g}</text>'
+                f'<text x="{(l + r) / 2}" y="{b + 28}" font-size="11" text-anchor="middle">'
+                f"{html.escape(xlabel)}</text>"
+                f'<text x="{l - 4}" y="{b}" font-size="10" text-anchor="end">{self.y0:.0f}</text>'
+                f'<text x="{l - 4}" y="{t + 9}" font-size="10" text-anchor="end">{self.y1:.0f}</text>'
+                f'<text x="12" y="{(t + b) / 2}" font-size="11" text-anchor="middle" '
+                f'transform="rotate(-90 12 {(t + b) / 2})">{html.escape(ylabel)}</text>')
+        self.static = (f'{axes}<g fill="#1f77b4" fill-opacity="0.45">{points}</g>'
+                       f'<polyline points="{line}" fill="none" stroke="#d62728" stroke-width="2"/>')
+
+    def _x(self, x: float) -> float:
+        return self.PAD_L + (x - self.x0) / max(self.x1 - self.x0, 1e-9) * (self.W - self.PAD_L - self.PAD_R)
+
+    def _y(self, y: float) -> float:
+        return self.H - self.PAD_B - (y - self.y0) / max(self.y1 - self.y0, 1e-9) * (
+            self.H - self.PAD_T - self.PAD_B)
+
+    def render(self, x: float | None = None, y: float | None = None) -> str:
+        marker = ""
+        if x is not None and y is not None and math.isfinite(y):
+            cx, cy = self._x(x), min(max(self._y(y), self.PAD_T), self.H - self.PAD_B)
+            marker = (f'<line x1="{cx:.1f}" y1="{self.PAD_T}" x2="{cx:.1f}" y2="{self.H - self.PAD_B}" '
+                      f'stroke="#444" stroke-dasharray="3,3"/>'
+                      f'<circle class="tinyml-marker" cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="#ff7f0e" '
+                      f'stroke="black"/>')
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.W}" height="{self.H}" '
+                f'viewBox="0 0 {self.W} {self.H}" style="font-family:sans-serif">'
+                f"{self.static}{marker}</svg>")
+
+
+class BoardSlider:
+    """Sliders wired to a connected board (``%tinyml_predict --widget``).
+
+    Parameters
+    ----------
+    board : a connected ``Board`` (from ``tm.flash``)
+    root : the artifacts folder holding the model's saved data split
+    debounce : seconds of quiet before the latest slider value is sent
+    max_wait : send at the latest this long after the first unsent change
+    plot : draw the fit plot with a live marker (one-feature models)
+
+    Attributes
+    ----------
+    widget : the ipywidgets ``VBox`` (displayed when this object is displayed)
+    last : the last ``Prediction`` received from the board (None before)
+    errors : how many requests failed
+    """
+
+    def __init__(self, board, root="tinyml", *, debounce: float = 0.15, max_wait: float = 0.6,
+                 plot: bool = True):
+        import ipywidgets as w
+        import numpy as np
+
+        from . import api
+        from .views import model_columns
+
+        self.board = board
+        self.last = None
+        self.errors = 0
+        self.requests = 0
+        split = api.load_split(board.name, root)
+        features, labels = model_columns(board.name, root)
+        n_in = board.plan.n_inputs
+        self.features = features if len(features) == n_in else [f"x{i}" for i in range(n_in)]
+        self.label = labels[0] if labels else "y"
+        xs = np.concatenate([split["train_x"], split["test_x"]]).astype(np.float64)
+
+        self.sliders = []
+        for i, feature in enumerate(self.features):
+            column = xs[:, i]
+            lo, hi = float(column.min()), float(column.max())
+            integers = bool(np.all(column == np.round(column)))
+            step = _nice_step(lo, hi, integers)
+            start = float(np.round(np.median(split["train_x"][:, i]) / step) * step)
+            slider = w.FloatSlider(value=min(max(start, lo), hi), min=lo, max=hi, step=step,
+                                   description=feature, continuous_update=True,
+                                   readout_format=".0f" if step >= 1 else ".3g",
+                                   style={"description_width": "initial"},
+                                   layout=w.Layout(width="420px"))
+            slider.add_class("tinyml-slider")
+            slider.observe(self._changed, names="value")
+            self.sliders.append(slider)
+
+        self.result = w.HTML(value="").add_class("tinyml-result")
+        self.status = w.HTML(value="").add_class("tinyml-status")
+        children = [*self.sliders, self.result]
+        self._plot = None
+        self.plot = None
+        if plot and n_in == 1 and board.plan.n_outputs == 1:
+            grid = np.linspace(float(xs[:, 0].min()), float(xs[:, 0].max()), 160, dtype=np.float32)
+            line = np.asarray(board.notebook_predict(grid.reshape(-1, 1)))[:, 0]
+            self._plot = _SvgPlot(split["test_x"][:, 0], split["test_y"][:, 0], grid, line,
+                                  self.features[0], self.label)
+            self.plot = w.HTML(value=self._plot.render()).add_class("tinyml-plot")
+            children.append(self.plot)
+        children.append(self.status)
+        self.widget = w.VBox(children).add_class("tinyml-widget")
+        self._debouncer = Debouncer(self._send, quiet=debounce, max_wait=max_wait,
+                                    on_error=self._failed)
+        self._send(self.values())  # the first reading, synchronously
+
+    # -- behaviour ------------------------------------------------------------------------------
+    def values(self) -> list[float]:
+        return [float(s.value) for s in self.sliders]
+
+    def _changed(self, change) -> None:
+        self._debouncer.submit(self.values())
+
+    def _send(self, values) -> None:
+        try:
+            with board_lock(self.board):
+                prediction = self.board.compare(values)[0]
+        except Exception as exc:  # noqa: BLE001 - the board may be gone; say so, never raise
+            self._failed(exc)
+            return
+        self.requests += 1
+        self.last = prediction
+        self.result.value = self._reading_html(prediction)
+        if self._plot is not None:
+            self.plot.value = self._plot.render(prediction.inputs[0], prediction.board[0])
+        where = f" on {self.board.port}" if getattr(self.board, "port", None) else ""
+        self.status.value = (f'<span class="tinyml-status-ok" style="color:#666">'
+                             f"{html.escape(self.board.name)} on {html.escape(str(self.board.kind))}"
+                             f"{html.escape(where)} · {self.requests} request(s)</span>")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        self.status.value = (f'<span class="tinyml-status-error" style="color:#b00">'
+                             f"board not answering ({html.escape(type(exc).__name__)}: "
+                             f"{html.escape(message[:160])}); run %tinyml_flash again</span>")
+
+    def _reading_html(self, p) -> str:
+        inputs = ", ".join(f"{name} {v:g}" for name, v in zip(self.features, p.inputs))
+        board_y, notebook_y = p.board[0], p.notebook[0]
+        mark = ('<span style="color:#080">✓ agree</span>' if p.agree
+                else '<span style="color:#b00">✗ differ</span>')
+        device = "—" if not math.isfinite(p.device_us) else f"{p.device_us:,.0f} µs"
+        return (f'<span class="tinyml-reading" data-input="{p.inputs[0]!r}" '
+                f'data-board="{board_y!r}" data-notebook="{notebook_y!r}" '
+                f'data-agree="{int(p.agree)}" style="font-family:monospace">'
+                f"{html.escape(inputs)} → board <b class=\"tinyml-board\">{board_y:.2f}</b> "
+                f"{html.escape(self.label)} · notebook <b class=\"tinyml-notebook\">{notebook_y:.2f}</b> · "
+                f"{device} on the device · {mark}</span>")
+
+    def set(self, *values) -> None:
+        """Move the sliders (as a user would); the board is asked after the debounce delay."""
+        for slider, value in zip(self.sliders, values):
+            slider.value = value
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until the latest slider value has been answered (for tests and scripts)."""
+        return self._debouncer.wait_idle(timeout)
+
+    def close(self) -> None:
+        self._debouncer.close()
+        self.widget.close()
+        for child in [*self.sliders, self.result, self.status] + ([self.plot] if self.plot else []):
+            child.close()
+
+    # -- display --------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)
+        return bundle
+
+    def __repr__(self) -> str:
+        reading = ""
+        if self.last is not None:
+            reading = (f" last: {self.last.inputs} -> board {self.last.board} notebook "
+                       f"{self.last.notebook} agree={self.last.agree}")
+        return f"<BoardSlider {self.board.name} features={self.features}{reading}>"
