@@ -119,6 +119,7 @@ class TinyMLMagics(Magics):
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
         self._board = None
+        self._flashed = None  # sha256 of the int8 model the board was flashed with
 
     # -- settings --------------------------------------------------------------------------
     @validate("board")
@@ -154,7 +155,7 @@ class TinyMLMagics(Magics):
 
     def close_board(self) -> None:
         """Close the connected board (a virtual board's simulator stops)."""
-        board, self._board = self._board, None
+        board, self._board, self._flashed = self._board, None, None
         if board is not None:
             from .widgets import board_lock
             with board_lock(board):
@@ -223,13 +224,21 @@ class TinyMLMagics(Magics):
                               "default model")
         return ns["model"]
 
+    def _int8_digest(self, name: str) -> str:
+        from . import api, artifacts
+        return artifacts.sha256(api.tflite_path(name, self.root, "int8").read_bytes())
+
     def _require_board(self, name: str | None):
+        """The connected board, checked to run the current int8 model of its model name."""
         board = self._board
         if board is None:
             raise LinkError("no board connected; run %tinyml_flash first")
         if name is not None and name != board.name:
             raise LinkError(f"the board runs {board.name!r}, not {name!r}; run "
                             f"%tinyml_flash --name {name} first")
+        if self._flashed is not None and self._int8_digest(board.name) != self._flashed:
+            raise LinkError(f"the board runs an older build of {board.name!r} (it was quantized "
+                            "again since); run %tinyml_flash again")
         return board
 
     # -- magics ----------------------------------------------------------------------------
@@ -403,14 +412,19 @@ Examples
         port = (args.port if args.port is not None else self.port) or None
         name = api.resolve_name(args.name, self.root)
         self.close_board()
+        notes = []
         with self._progress(f"flashing {name}") as bar:
+            def progress(stage):  # stages are single words; a sentence is a note for the user
+                (notes.append if " " in str(stage).strip() else bar.stage)(str(stage).strip())
             board = api.flash(name=name, root=self.root, board=requested, port=port,
-                              runtime=args.runtime, progress=bar.stage)
+                              runtime=args.runtime, progress=progress)
             self._board = board
+            self._flashed = self._int8_digest(name)
             info = board.info()
             bar.finish()
-        note = None
-        if requested == "auto" and board.kind == "sim":
+        build = board.build if isinstance(board.build, dict) else {}
+        note = build.get("note") or (notes[0] if notes else None)
+        if note is None and requested == "auto" and board.kind == "sim":
             note = "No board found: using the virtual Arduino Uno (simavr)."
         return FlashResult(board, requested=requested, note=note, stages=bar.stage_times(),
                            seconds=bar.elapsed, info=info)
@@ -460,6 +474,7 @@ Examples
         if sum(chosen) != 1:
             raise TinyMLError("give input values (%tinyml_predict 130 150), --test or --widget: "
                               "exactly one of them")
+        values = _floats(args.values)
         board = self._require_board(args.name)
         features, labels = model_columns(board.name, self.root)
         if args.widget:
@@ -478,7 +493,6 @@ Examples
                 bar.finish()
             return EvaluateResult(result, name=board.name, label=labels[0] if labels else None,
                                   seconds=bar.elapsed)
-        values = _floats(args.values)
         n_inputs = board.plan.n_inputs
         if len(values) % n_inputs:
             raise TinyMLError(f"{board.name} takes {n_inputs} value(s) per row "
@@ -499,7 +513,8 @@ def load_ipython_extension(ip) -> None:
         _forget(ip, previous)
     magics = TinyMLMagics(shell=ip)
     if previous is not None and previous._board is not None:
-        magics._board, previous._board = previous._board, None
+        magics._board, magics._flashed = previous._board, previous._flashed
+        previous._board = previous._flashed = None
     ip.register_magics(magics)
     _strong[id(ip)] = magics
 
