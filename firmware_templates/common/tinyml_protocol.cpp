@@ -1,0 +1,635 @@
+/*
+ * tinyml_protocol.cpp - the one implementation of the ipytinyml serial
+ * protocol (docs/protocol.md), shared by every runtime and board.
+ *
+ * Hand-written template: ipytinyml copies this file unchanged into every
+ * generated sketch. Edit it here, in firmware_templates/common/, never in a
+ * sketch folder. It is C that also compiles as C++ (the Arduino build
+ * compiles .cpp files as C++), warning-free with -Wall -Wextra on host gcc
+ * and avr-gcc.
+ *
+ * Memory: one static line buffer (TINYML_LINE_MAX + 1 bytes), the int8
+ * input of one inference and the int8 outputs of one request; no heap, no
+ * recursion, no floating point. A line is handled in passes over the buffer:
+ * the first checks every value, so an answer starts with "ok" only when the
+ * whole request is valid; the second quantizes again and runs the model,
+ * keeping only int8 outputs; the answer is printed last.
+ *
+ * Numbers, exactly and with integers only (no float library on AVR):
+ * - A decimal token D * 10^e becomes the correctly rounded float32 (ties to
+ *   even) by binary long division of two byte-array integers R / V. Up to 20
+ *   significant digits are kept; a longer number keeps 20 and a sticky 21st
+ *   digit (1 if any dropped digit is non-zero), exact unless the dropped
+ *   digits decide a tie.
+ * - QUANTIZE divides that float32 by the float32 input scale with a 24-bit
+ *   long division rounded to float32 (ties to even), as an IEEE float32
+ *   division does, then rounds half away from zero and clamps to int8.
+ * - The human answer prints scale * (q - zero_point), computed exactly, with
+ *   two decimals (rounded half away from zero).
+ */
+#define TINYML_PORT_IMPLEMENTATION 1
+#include "tinyml_protocol.h"
+#include "tinyml_model.h"
+
+#include <string.h>
+
+#ifndef TINYML_INPUT_LABEL
+#define TINYML_INPUT_LABEL "in"
+#endif
+#ifndef TINYML_OUTPUT_LABEL
+#define TINYML_OUTPUT_LABEL "out"
+#endif
+
+#define N_IN (TINYML_N_INPUTS)
+#define N_OUT (TINYML_N_OUTPUTS)
+
+/* Outputs of one request: 16 bytes, or one inference if that is bigger. */
+#define MAX_INFERENCES (N_OUT >= 16 ? 1 : 16 / N_OUT)
+/* Values per request; at most 40 tokens fit in a 79-character line. */
+#define MAX_VALUES_RAW (MAX_INFERENCES * N_IN)
+#define MAX_VALUES (MAX_VALUES_RAW <= 40 ? MAX_VALUES_RAW : N_IN <= 40 ? (40 / N_IN) * N_IN : N_IN)
+
+/* float32 bits -> mantissa with the hidden bit, unbiased exponent (normal floats) */
+#define F32_MANT(bits) ((uint32_t)(((bits) & 0x7fffffUL) | 0x800000UL))
+#define F32_EXP(bits) ((int16_t)(((uint32_t)(bits) >> 23) & 0xff) - 127)
+
+enum {
+    E_LONG = 1,    /* line too long */
+    E_NUMBER = 2,  /* bad number */
+    E_COUNT = 3,   /* wrong count */
+    E_COMMAND = 4, /* unknown command */
+    E_RANGE = 5,   /* out of range */
+    E_TEXT = 6,    /* not text */
+    E_EMPTY = 7,   /* empty line */
+    E_MODEL = 8    /* model failed */
+};
+
+/* Texts of the codes above, in order, each ended by a NUL. */
+static const char err_texts[] TINYML_PROGMEM =
+    "line too long\0bad number\0wrong count\0unknown command\0"
+    "out of range\0not text\0empty line\0model failed";
+
+#define F_OVERFLOW 1    /* the line had more than TINYML_LINE_MAX characters */
+#define F_AFTER_CR 2    /* the previous byte was '\r': a '\n' now ends nothing */
+
+static char line[TINYML_LINE_MAX + 1];
+static uint8_t line_len;
+static uint8_t line_flags;
+static uint8_t has_id;
+static uint16_t req_id;
+static const char *board_name;
+static int8_t in_q[N_IN];
+static int8_t out_q[MAX_INFERENCES * N_OUT];
+
+/* ------------------------------------------------------------- output */
+
+static void put_c(char c) { tinyml_port_write(c); }
+
+static void put_flash(const char *p)
+{
+    char c;
+    while ((c = TINYML_FLASH_BYTE(p++)) != 0)
+        put_c(c);
+}
+
+#define PUT(s) put_flash(TINYML_FLASH(s))
+
+static const uint32_t powers_of_10[9] TINYML_PROGMEM = {
+    1000000000UL, 100000000UL, 10000000UL, 1000000UL, 100000UL, 10000UL, 1000UL, 100UL, 10UL,
+};
+
+/* decimal, by subtraction: no 32-bit division on AVR */
+static void put_u(uint32_t v)
+{
+    uint8_t started = 0;
+    for (uint8_t i = 0; i < 9; i++) {
+        uint32_t p = TINYML_FLASH_U32(&powers_of_10[i]);
+        char d = '0';
+        while (v >= p) {
+            v -= p;
+            d++;
+        }
+        if (d != '0')
+            started = 1;
+        if (started)
+            put_c(d);
+    }
+    put_c((char)('0' + v));
+}
+
+static void put_i(int16_t v)
+{
+    if (v < 0) {
+        put_c('-');
+        v = (int16_t)-v;
+    }
+    put_u((uint16_t)v);
+}
+
+static void put_hex(uint32_t v)
+{
+    PUT("0x");
+    for (uint8_t i = 0; i < 8; i++) {
+        uint8_t d = (uint8_t)(v >> 28);
+        v <<= 4;
+        put_c((char)(d < 10 ? '0' + d : 'a' - 10 + d));
+    }
+}
+
+static void put_eol(void) { PUT("\r\n"); }
+
+/* "@<id> " for a request with a valid id */
+static void put_id(void)
+{
+    put_c('@');
+    put_u(req_id);
+    put_c(' ');
+}
+
+static void put_error(uint8_t code)
+{
+    const char *text = err_texts;
+    if (has_id) {
+        put_id();
+        PUT("err ");
+    } else {
+        PUT("#err ");
+    }
+    put_c((char)('0' + code));
+    put_c(' ');
+    while (--code)
+        while (TINYML_FLASH_BYTE(text++) != 0) {
+        }
+    put_flash(text);
+    put_eol();
+}
+
+/* Fields shared by the banner and the info answer. */
+static void put_identity(void)
+{
+    PUT("proto=1 runtime=" TINYML_RUNTIME " board=");
+    put_flash(board_name);
+    PUT(" model=" TINYML_MODEL_HASH " in=");
+    put_u(N_IN);
+    PUT(" out=");
+    put_u(N_OUT);
+}
+
+/* Human output: the exact value scale * (q - zero_point), rounded half away
+ * from zero to two decimals. */
+static void put_dequantized(int8_t q)
+{
+    int16_t k = (int16_t)(q - (TINYML_OUTPUT_ZERO_POINT));
+    /* |value| = mant * |k| * 2^shift; mant * |k| < 2^24 * 256 fits */
+    uint32_t v = F32_MANT(TINYML_OUTPUT_SCALE_BITS) * (uint32_t)(k < 0 ? -k : k);
+    int16_t shift = (int16_t)(F32_EXP(TINYML_OUTPUT_SCALE_BITS) - 23);
+    uint8_t hundredths = 0;
+    if (shift > 0) {
+        PUT("ovf");
+        return;
+    }
+    for (; shift < -24; shift++)
+        v = (v >> 1) | (v & 1);     /* keep a sticky bit for the rounding */
+    if (shift) {
+        uint8_t s = (uint8_t)-shift;
+        uint32_t frac = v & (((uint32_t)1 << s) - 1);
+        v >>= s;
+        frac = (frac * 100 + ((uint32_t)1 << (s - 1))) >> s;
+        if (frac == 100) {
+            v++;
+            frac = 0;
+        }
+        hundredths = (uint8_t)frac;
+    }
+    if (k < 0 && (v || hundredths))
+        put_c('-');
+    put_u(v);
+    put_c('.');
+    put_c((char)('0' + hundredths / 10));
+    put_c((char)('0' + hundredths % 10));
+}
+
+/* -------------------------------------------------------------- tokens */
+
+static uint8_t is_sep(char c) { return c == ' ' || c == ',' || c == '\t'; }
+static uint8_t ends_token(char c) { return c == 0 || is_sep(c); }
+static uint8_t is_digit(char c) { return (uint8_t)(c - '0') < 10; }
+
+/* the read position in line[] while a line is handled */
+static const char *cur;
+
+/* skip separators at cur; returns the next character (0 at the end) */
+static char skip_seps(void)
+{
+    while (is_sep(*cur))
+        cur++;
+    return *cur;
+}
+
+/* ------------------------------------------------------------- numbers */
+
+/* Little-endian byte integers R and V sharing one used length big_n. The
+ * bounds checked in value() keep both below 2^198 (25 bytes). */
+#define BIG_BYTES 26
+static uint8_t big[2 * BIG_BYTES];
+static uint8_t big_n;
+#define BIG_R big
+#define BIG_V (big + BIG_BYTES)
+
+/* the float32 of the last number parsed: (-1)^f_neg * f_mant * 2^(f_exp - 23),
+ * 2^23 <= f_mant < 2^24 or f_mant == 0 (big_round() sets f_mant) */
+static uint32_t f_mant;
+static int16_t f_exp;
+static uint8_t f_neg;
+
+static void big_clear(void)
+{
+    memset(big, 0, sizeof big);
+    big_n = 1;
+}
+
+/* a = a * 10 + add, or a = a * 2 (mul 2, add 0); grows big_n on a carry */
+static void big_mul_add(uint8_t *a, uint8_t mul, uint8_t add)
+{
+    uint16_t c = add;
+    for (uint8_t i = 0; i < big_n; i++) {
+        c = (uint16_t)(c + a[i] * mul);
+        a[i] = (uint8_t)c;
+        c >>= 8;
+    }
+    if (c && big_n < BIG_BYTES)
+        a[big_n++] = (uint8_t)c;
+}
+
+/* R <=> V: -1, 0, 1 */
+static int8_t big_cmp(void)
+{
+    uint8_t i = big_n;
+    while (i--)
+        if (BIG_R[i] != BIG_V[i])
+            return BIG_R[i] < BIG_V[i] ? -1 : 1;
+    return 0;
+}
+
+/* R / V * 2^x (R > 0) rounded to float32, ties to even: the mantissa in
+ * f_mant (2^23 <= f_mant < 2^24) and the exponent returned (> 127 means it
+ * rounds to infinity). Below 2^-126 f_mant is 0: subnormals flush to zero,
+ * which changes no QUANTIZE result for any scale >= 2^-125. */
+static int16_t big_round(int16_t x)
+{
+    uint32_t m = 0;
+    uint8_t i, sticky = 0;
+    for (; big_cmp() >= 0; x++)
+        big_mul_add(BIG_V, 2, 0);
+    for (; big_cmp() < 0; x--)
+        big_mul_add(BIG_R, 2, 0);
+    /* now V <= R < 2V: 24 quotient bits and a round bit by long division */
+    for (i = 0; i < 25; i++) {
+        m <<= 1;
+        if (big_cmp() >= 0) {
+            uint8_t borrow = 0;
+            for (uint8_t j = 0; j < big_n; j++) {
+                uint16_t d = (uint16_t)(BIG_R[j] - BIG_V[j] - borrow);
+                BIG_R[j] = (uint8_t)d;
+                borrow = (uint8_t)(d >> 15);
+            }
+            m |= 1;
+        }
+        big_mul_add(BIG_R, 2, 0);
+    }
+    for (i = 0; i < big_n; i++)
+        sticky |= BIG_R[i];
+    if ((m & 1) && ((m & 2) || sticky))
+        m += 2;
+    m >>= 1;
+    if (m >> 24) {
+        m >>= 1;
+        x++;
+    }
+    f_mant = x < -126 ? 0 : m;
+    return x;
+}
+
+/* TFLite QUANTIZE of the float32 f_*: t = x / scale rounded to float32,
+ * round half away from zero, add the zero point, clamp to int8. |t| >= 256
+ * saturates (TFLite's cast to int32 is undefined beyond 2^31). */
+static int8_t quantize(void)
+{
+    int16_t x = f_exp;
+    const uint32_t ms = F32_MANT(TINYML_INPUT_SCALE_BITS);
+    uint32_t m = f_mant;
+    int16_t r = 0;
+    if (m) {
+        big_clear();
+        BIG_R[0] = (uint8_t)m;
+        BIG_R[1] = (uint8_t)(m >> 8);
+        BIG_R[2] = (uint8_t)(m >> 16);
+        BIG_V[0] = (uint8_t)ms;
+        BIG_V[1] = (uint8_t)(ms >> 8);
+        BIG_V[2] = (uint8_t)(ms >> 16);
+        big_n = 3;
+        x = big_round((int16_t)(x - F32_EXP(TINYML_INPUT_SCALE_BITS)));
+        /* |t| = f_mant * 2^(x - 23); round half away: (|t| * 2 + 1) / 2 */
+        if (x >= 8)
+            r = 256;
+        else if (x >= -1)
+            r = (int16_t)(((f_mant >> (22 - x)) + 1) >> 1);
+        if (f_neg)
+            r = (int16_t)-r;
+    }
+    r = (int16_t)(r + (TINYML_INPUT_ZERO_POINT));
+    return (int8_t)(r > 127 ? 127 : r < -128 ? -128 : r);
+}
+
+#define P_DIGIT 1
+#define P_DOT 2
+#define P_STICKY 4
+#define P_EXP 8
+
+/* Parse the value token at cur for command cmd and move cur past it: 'r'
+ * an int8 into *q, 'p' or 0 (human) a decimal number into f_*. Returns 0 or
+ * an error code. Syntax: [+-] digits [. digits] [(e|E) [+-] digits] with at
+ * least one mantissa digit; 'r' takes [+-] digits only. */
+static uint8_t parse_value(char cmd, int8_t *q)
+{
+    const char *p = cur;
+    uint8_t neg = 0, flags = 0, nd = 0, eneg = 0;
+    int16_t e10 = 0, ex = 0;
+
+    big_clear();
+    BIG_V[0] = 1;
+    f_mant = 0;
+    if (*p == '-' || *p == '+')
+        neg = *p++ == '-';
+    for (;; p++) {
+        if (is_digit(*p)) {
+            flags |= P_DIGIT;
+            if (nd < 20) {
+                if (nd || *p != '0') {
+                    big_mul_add(BIG_R, 10, (uint8_t)(*p - '0'));
+                    nd++;
+                }
+                if (flags & P_DOT)
+                    e10--;
+            } else {
+                if (*p != '0')
+                    flags |= P_STICKY;
+                if (!(flags & P_DOT))
+                    e10++;
+            }
+        } else if (*p == '.' && !(flags & P_DOT)) {
+            flags |= P_DOT;
+        } else {
+            break;
+        }
+    }
+    if (*p == 'e' || *p == 'E') {
+        flags |= P_EXP;
+        if (*++p == '-' || *p == '+')
+            eneg = *p++ == '-';
+        if (!is_digit(*p))
+            return E_NUMBER;
+        for (; is_digit(*p); p++)
+            if (ex < 1000)
+                ex = (int16_t)(ex * 10 + (*p - '0'));
+    }
+    if (!(flags & P_DIGIT) || !ends_token(*p))
+        return E_NUMBER;
+    cur = p;
+    e10 = (int16_t)(eneg ? e10 - ex : e10 + ex);
+    /* value = D * 10^e10, D of nd digits: 10^(nd+e10-1) <= value < 10^(nd+e10) */
+
+    if (cmd == 'r') {
+        if (flags & (P_DOT | P_EXP))
+            return E_NUMBER;
+        ex = (int16_t)(BIG_R[0] | BIG_R[1] << 8);   /* D, when below 1000 */
+        if (nd + e10 > 3 || ex > 128 || (ex == 128 && !neg))
+            return E_RANGE;
+        *q = (int8_t)(neg ? -ex : ex);
+        return 0;
+    }
+
+    if (flags & P_STICKY) {
+        big_mul_add(BIG_R, 10, 1);
+        nd++;
+        e10--;
+    }
+    if (nd && nd + e10 > 39)
+        return E_RANGE;                 /* >= 1e39 > FLT_MAX */
+    f_neg = neg;
+    f_exp = 0;
+    if (nd && nd + e10 > -39) {         /* else < 1e-39 < 2^-126: flushed to 0 */
+        for (; e10 > 0; e10--)
+            big_mul_add(BIG_R, 10, 0);  /* R = D * 10^e10 */
+        for (; e10 < 0; e10++)
+            big_mul_add(BIG_V, 10, 0);  /* V = 10^-e10 */
+        f_exp = big_round(0);
+        if (f_exp > 127)
+            return E_RANGE;             /* rounds to infinity */
+    }
+    return 0;
+}
+
+/* The value token at cur as the int8 the model gets. */
+static uint8_t value(char cmd, int8_t *q)
+{
+    uint8_t rc = parse_value(cmd, q);
+    if (!rc && cmd != 'r')
+        *q = quantize();
+    return rc;
+}
+
+/* ---------------------------------------------------------------- lines */
+
+/* Answer a value line ('p', 'r', or 0 for a human line) whose values start
+ * at cur. Returns an error code, or 0 once the answer is printed. */
+static uint8_t run_values(char cmd)
+{
+    const char *start = cur;
+    uint8_t rc, pass, count = 0, k = 0, o = 0;
+    int8_t q = 0;
+#if TINYML_PORT_HAS_CYCLES
+    uint32_t cycles = 0;
+#define US (cycles / TINYML_PORT_CYCLES_PER_US)
+#else
+    uint32_t us = 0, t0;
+#define US us
+#endif
+
+    /* pass 0: every value valid, count a multiple of the inputs;
+     * pass 1: quantize again and run the model */
+    for (pass = 0; pass < 2; pass++) {
+        for (cur = start; skip_seps();) {
+            rc = value(cmd, &q);
+            if (pass == 0) {
+                if (rc)
+                    return rc;
+                count++;
+                continue;
+            }
+            in_q[k] = q;
+            if (++k == N_IN) {
+                k = 0;
+#if TINYML_PORT_HAS_CYCLES
+                tinyml_port_cycles_begin();
+                rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
+                cycles += tinyml_port_cycles_end();
+#else
+                t0 = tinyml_port_micros();
+                rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
+                us += tinyml_port_micros() - t0;
+#endif
+                if (rc)
+                    return E_MODEL;
+                o = (uint8_t)(o + N_OUT);
+            }
+        }
+        if (count == 0 || count > MAX_VALUES || count % N_IN)
+            return E_COUNT;
+    }
+
+    /* the answer: "@<id> ok <int8s> us=<n> cyc=<n>" or
+     * "<label> <values as typed> -> <label> <outputs> (<n> us)" */
+    if (cmd) {
+        put_id();
+        PUT("ok");
+    } else {
+        PUT(TINYML_INPUT_LABEL);
+        for (cur = start; skip_seps();) {
+            put_c(' ');
+            while (!ends_token(*cur))
+                put_c(*cur++);
+        }
+        PUT(" -> " TINYML_OUTPUT_LABEL);
+    }
+    for (k = 0; k < o; k++) {
+        put_c(' ');
+        if (cmd)
+            put_i(out_q[k]);
+        else
+            put_dequantized(out_q[k]);
+    }
+    if (cmd) {
+        PUT(" us=");
+        put_u(US);
+#if TINYML_PORT_HAS_CYCLES
+        PUT(" cyc=");
+        put_u(cycles);
+#endif
+    } else {
+        PUT(" (");
+        put_u(US);
+        PUT(" us)");
+    }
+#undef US
+    put_eol();
+    return 0;
+}
+
+static void answer_info(void)
+{
+    put_id();
+    PUT("ok ");
+    put_identity();
+    PUT(" iscale=");
+    put_hex(TINYML_INPUT_SCALE_BITS);
+    PUT(" izp=");
+    put_i(TINYML_INPUT_ZERO_POINT);
+    PUT(" oscale=");
+    put_hex(TINYML_OUTPUT_SCALE_BITS);
+    PUT(" ozp=");
+    put_i(TINYML_OUTPUT_ZERO_POINT);
+    PUT(" arena=");
+    put_u(TINYML_ARENA_BYTES);
+    PUT(" free=");
+    put_u(tinyml_port_free_ram());
+    PUT(" max=");
+    put_u(MAX_VALUES);
+    put_eol();
+}
+
+static void handle_line(void)
+{
+    uint8_t code = 0, i;
+    char cmd = 0;
+
+    /* a request: "!" and an id 0..65535 (1 to 5 digits) ending the token */
+    has_id = 0;
+    cur = line;
+    if (skip_seps() == '!') {
+        cmd = '!';
+        big_clear();
+        for (i = 0; is_digit(*++cur); i++)
+            big_mul_add(BIG_R, 10, (uint8_t)(*cur - '0'));
+        if (i && i <= 5 && !BIG_R[2] && ends_token(*cur)) {
+            has_id = 1;
+            req_id = (uint16_t)(BIG_R[0] | BIG_R[1] << 8);
+        }
+    }
+
+    if (line_flags & F_OVERFLOW) {
+        code = E_LONG;
+    } else {
+        for (i = 0; i < line_len; i++) {
+            uint8_t c = (uint8_t)line[i];
+            if ((c < 0x20 && c != '\t') || c > 0x7e)
+                code = E_TEXT;
+        }
+    }
+    if (!code) {
+        if (cmd) {
+            cmd = skip_seps();
+            cur++;
+            if (!has_id || (cmd != 'i' && cmd != 'p' && cmd != 'r') || !ends_token(*cur))
+                code = E_COMMAND;
+        } else if (!skip_seps()) {
+            code = E_EMPTY;
+        }
+    }
+    if (!code) {
+        if (cmd != 'i')
+            code = run_values(cmd);
+        else if (skip_seps())
+            code = E_COUNT;
+        else
+            answer_info();
+    }
+    if (code)
+        put_error(code);
+}
+
+void tinyml_protocol_begin(const char *board_flash)
+{
+    board_name = board_flash;
+    line_len = 0;
+    line_flags = 0;
+    PUT("#tinyml ready ");
+    put_identity();
+    put_eol();
+}
+
+int tinyml_protocol_poll(void)
+{
+    int c = tinyml_port_read();
+    if (c < 0)
+        return 0;
+    do {
+        if (c == '\n' || c == '\r') {
+            if (c == '\n' && (line_flags & F_AFTER_CR)) {
+                line_flags = 0;         /* the '\n' of "\r\n" */
+                continue;
+            }
+            line[line_len] = 0;
+            handle_line();
+            line_len = 0;
+            line_flags = c == '\r' ? F_AFTER_CR : 0;
+            return 1;
+        }
+        line_flags &= (uint8_t)~F_AFTER_CR;
+        if (line_len < TINYML_LINE_MAX)
+            line[line_len++] = (char)c;
+        else
+            line_flags |= F_OVERFLOW;
+    } while ((c = tinyml_port_read()) >= 0);
+    return 1;
+}

@@ -1,0 +1,313 @@
+"""A Python model of the board side of docs/protocol.md, for the tests.
+
+Written from the spec, independently of the C code, with exact arithmetic
+(``fractions.Fraction``) for number parsing and numpy float32 for QUANTIZE, so
+comparing the board's bytes with :func:`board_output` checks the firmware
+line by line. Timing fields are replaced by ``*`` on both sides
+(:func:`normalize`).
+"""
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+LINE_MAX = 79
+SEPS = b" ,\t"
+ERRORS = {
+    1: "line too long",
+    2: "bad number",
+    3: "wrong count",
+    4: "unknown command",
+    5: "out of range",
+    6: "not text",
+    7: "empty line",
+    8: "model failed",
+}
+FLT_MAX = Fraction(struct.unpack("<f", struct.pack("<I", 0x7F7FFFFF))[0])
+NUMBER = re.compile(rb"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def bits_to_f32(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    """The constants of tests/fake_model/tinyml_model.h (as -D overrides)."""
+
+    n_in: int = 1
+    n_out: int = 1
+    model_hash: str = "0123456789ab"
+    runtime: str = "native"
+    input_scale_bits: int = 0x3CC99F2A
+    input_zero_point: int = -128
+    output_scale_bits: int = 0x3E1C8F11
+    output_zero_point: int = -23
+    input_label: str = "horsepower"
+    output_label: str = "mpg"
+    arena: int = 65
+    fail_input: int = -77
+    board: str = "host"
+    cycles: bool = True
+
+    def defines(self) -> list[str]:
+        return [
+            f"-DTINYML_N_INPUTS={self.n_in}",
+            f"-DTINYML_N_OUTPUTS={self.n_out}",
+            f'-DTINYML_MODEL_HASH="{self.model_hash}"',
+            f'-DTINYML_RUNTIME="{self.runtime}"',
+            f"-DTINYML_INPUT_SCALE_BITS={self.input_scale_bits:#x}UL",
+            f"-DTINYML_INPUT_ZERO_POINT=({self.input_zero_point})",
+            f"-DTINYML_OUTPUT_SCALE_BITS={self.output_scale_bits:#x}UL",
+            f"-DTINYML_OUTPUT_ZERO_POINT=({self.output_zero_point})",
+            f'-DTINYML_INPUT_LABEL="{self.input_label}"',
+            f'-DTINYML_OUTPUT_LABEL="{self.output_label}"',
+            f"-DTINYML_ARENA_BYTES={self.arena}",
+            f"-DFAKE_FAIL_INPUT=({self.fail_input})",
+            f"-DTINYML_PORT_HAS_CYCLES={int(self.cycles)}",
+        ]
+
+    @property
+    def input_scale(self) -> float:
+        return bits_to_f32(self.input_scale_bits)
+
+    @property
+    def output_scale(self) -> float:
+        return bits_to_f32(self.output_scale_bits)
+
+    @property
+    def max_values(self) -> int:
+        inferences = 1 if self.n_out >= 16 else 16 // self.n_out
+        raw = inferences * self.n_in
+        if raw <= 40:
+            return raw
+        return (40 // self.n_in) * self.n_in if self.n_in <= 40 else self.n_in
+
+    def invoke(self, x: list[int]) -> list[int] | None:
+        if x[0] == self.fail_input:
+            return None
+        return [max(-128, min(127, x[j % self.n_in] + 3 * j)) for j in range(self.n_out)]
+
+    def quantize(self, x: float) -> int:
+        return quantize(x, self.input_scale, self.input_zero_point)
+
+    def identity(self) -> str:
+        return (f"proto=1 runtime={self.runtime} board={self.board} model={self.model_hash} "
+                f"in={self.n_in} out={self.n_out}")
+
+    def banner(self) -> str:
+        return "#tinyml ready " + self.identity()
+
+    def info(self, rid: int) -> str:
+        return (f"@{rid} ok {self.identity()} iscale={self.input_scale_bits:#010x} "
+                f"izp={self.input_zero_point} oscale={self.output_scale_bits:#010x} "
+                f"ozp={self.output_zero_point} arena={self.arena} free=0 max={self.max_values}")
+
+
+# ---------------------------------------------------------------- numbers
+
+def fraction_to_f32(v: Fraction) -> float | None:
+    """Round v to float32, ties to even; None when it rounds to infinity.
+
+    Values below 2**-126 give 0.0 (the firmware flushes subnormals to zero,
+    which changes no QUANTIZE result for scales >= 2**-125).
+    """
+    if v == 0:
+        return 0.0
+    sign = -1.0 if v < 0 else 1.0
+    a = abs(v)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    # 2**e <= a < 2**(e+1); 24 significant bits
+    m = round(a / Fraction(2) ** (e - 23))  # round() on a Fraction: ties to even
+    if m == 1 << 24:
+        m >>= 1
+        e += 1
+    if e > 127:
+        return None
+    if e < -126:
+        return 0.0 * sign
+    return sign * math.ldexp(m, e - 23)
+
+
+def parse_decimal(tok: bytes) -> tuple[int, float | None]:
+    """(0, float32 value) or (error code, None) for a 'p'/human value token."""
+    if not NUMBER.fullmatch(tok):
+        return 2, None
+    text = tok.decode()
+    neg = text.startswith("-")
+    text = text.lstrip("+-")
+    mant, _, exp = text.lower().partition("e")
+    ip, _, fp = mant.partition(".")
+    e10 = (int(exp) if exp else 0) - len(fp)
+    sig = (ip + fp).lstrip("0")
+    # the firmware keeps 20 significant digits and a sticky 21st
+    if len(sig) > 20:
+        sticky = any(c != "0" for c in sig[20:])
+        e10 += len(sig) - 20
+        sig = sig[:20]
+        if sticky:
+            sig += "1"
+            e10 -= 1
+    nd = len(sig)
+    if nd and nd + e10 > 39:
+        return 5, None
+    if not nd or nd + e10 <= -39:
+        return 0, -0.0 if neg else 0.0
+    v = Fraction(int(sig)) * Fraction(10) ** e10
+    f = fraction_to_f32(-v if neg else v)
+    if f is None:
+        return 5, None
+    return 0, f
+
+
+def parse_int8(tok: bytes) -> tuple[int, int | None]:
+    if not NUMBER.fullmatch(tok) or not re.fullmatch(rb"[+-]?\d+", tok):
+        return 2, None
+    v = int(tok)
+    if not -128 <= v <= 127:
+        return 5, None
+    return 0, v
+
+
+def quantize(x: float, scale: float, zero_point: int) -> int:
+    """TFLite QUANTIZE float -> int8: the division in float32, round half away."""
+    with np.errstate(over="ignore"):
+        t = float(np.float32(x) / np.float32(scale))
+    if math.isinf(t) or abs(t) >= 256:
+        r = 256 if t > 0 else -256
+    else:
+        r = int(math.floor(abs(t) + 0.5))  # exact in float64 for |t| < 256
+        r = -r if t < 0 else r
+    return max(-128, min(127, r + zero_point))
+
+
+def display(q: int, scale_bits: int, zero_point: int) -> str:
+    """The human answer's value: scale * (q - zp) with two decimals, as the
+    firmware computes it (exact for scales >= 2**-1; below that bits under
+    2**-24 of the fraction are folded into a sticky bit)."""
+    k = q - zero_point
+    mant = (scale_bits & 0x7FFFFF) | 0x800000
+    shift = ((scale_bits >> 23) & 0xFF) - 127 - 23
+    v = mant * abs(k)
+    if shift > 0:
+        return "ovf"
+    while shift < -24:
+        v = (v >> 1) | (v & 1)
+        shift += 1
+    hundredths = 0
+    if shift:
+        s = -shift
+        frac = v & ((1 << s) - 1)
+        v >>= s
+        frac = (frac * 100 + (1 << (s - 1))) >> s
+        if frac == 100:
+            v, frac = v + 1, 0
+        hundredths = frac
+    sign = "-" if k < 0 and (v or hundredths) else ""
+    return f"{sign}{v}.{hundredths:02d}"
+
+
+# ------------------------------------------------------------------ lines
+
+def split_lines(data: bytes) -> list[tuple[bytes, bool]]:
+    """Complete lines of a byte stream as the board frames them: (stored
+    bytes, overflowed). '\\n', '\\r' and '\\r\\n' end a line."""
+    lines, buf, overflow, after_cr = [], bytearray(), False, False
+    for b in data:
+        if b in (10, 13):
+            if b == 10 and after_cr:
+                after_cr = False
+                continue
+            lines.append((bytes(buf), overflow))
+            buf, overflow, after_cr = bytearray(), False, b == 13
+            continue
+        after_cr = False
+        if len(buf) < LINE_MAX:
+            buf.append(b)
+        else:
+            overflow = True
+    return lines
+
+
+def _tokens(s: bytes) -> list[bytes]:
+    return [t for t in re.split(rb"[ ,\t]+", s) if t]
+
+
+def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
+    """The board's answer to one line, with us=/cyc= values as '*'."""
+    scan = line.split(b"\0", 1)[0]  # C string functions stop at a NUL
+    s = scan.lstrip(SEPS)
+    rid = None
+    is_request = s.startswith(b"!")
+    rest = s
+    if is_request:
+        m = re.match(rb"!(\d*)", s)
+        digits = m.group(1)
+        after = s[m.end():m.end() + 1]
+        if 1 <= len(digits) <= 5 and int(digits) <= 65535 and (after == b"" or after in SEPS):
+            rid = int(digits)
+        rest = s[m.end():]
+
+    def err(code: int) -> str:
+        head = f"@{rid} err" if rid is not None else "#err"
+        return f"{head} {code} {ERRORS[code]}"
+
+    if overflow:
+        return err(1)
+    if any((c < 0x20 and c != 9) or c > 0x7E for c in line):
+        return err(6)
+    cmd = None
+    if is_request:
+        rest = rest.lstrip(SEPS)
+        cmd = rest[:1]
+        if rid is None or cmd not in (b"i", b"p", b"r") or rest[1:2] not in (b"",) + tuple(
+                bytes([c]) for c in SEPS):
+            return err(4)
+        rest = rest[1:]
+    elif not s:
+        return err(7)
+    toks = _tokens(rest)
+    if cmd == b"i":
+        return err(3) if toks else model.info(rid)
+    values = []
+    for t in toks:
+        code, v = parse_int8(t) if cmd == b"r" else parse_decimal(t)
+        if code:
+            return err(code)
+        values.append(v if cmd == b"r" else model.quantize(v))
+    if not values or len(values) > model.max_values or len(values) % model.n_in:
+        return err(3)
+    outs = []
+    for i in range(0, len(values), model.n_in):
+        y = model.invoke(values[i:i + model.n_in])
+        if y is None:
+            return err(8)
+        outs += y
+    if cmd is not None:
+        text = f"@{rid} ok" + "".join(f" {o}" for o in outs) + " us=*"
+        return text + (" cyc=*" if model.cycles else "")
+    shown = " ".join(display(o, model.output_scale_bits, model.output_zero_point) for o in outs)
+    return (f"{model.input_label} " + " ".join(t.decode() for t in toks)
+            + f" -> {model.output_label} {shown} (* us)")
+
+
+def board_output(data: bytes, model: FakeModel) -> list[str]:
+    """Every line the board prints for input data, banner first."""
+    return [model.banner()] + [answer(line, ov, model) for line, ov in split_lines(data)]
+
+
+_TIMING = [(re.compile(r" us=\d+"), " us=*"), (re.compile(r" cyc=\d+"), " cyc=*"),
+           (re.compile(r" \(\d+ us\)$"), " (* us)")]
+
+
+def normalize(text: str) -> str:
+    for pattern, repl in _TIMING:
+        text = pattern.sub(repl, text)
+    return text

@@ -1,0 +1,348 @@
+"""The firmware's protocol code (firmware_templates/common/) on the host.
+
+Real parts: the very tinyml_protocol.cpp that goes into every sketch, built
+with host g++ (-Wall -Wextra -Werror) around a hand-written fake model
+(tests/fake_model/), fed bytes on stdin and compared line by line with an
+independent Python model of docs/protocol.md (tests/fake_model/ref.py:
+exact fractions for numbers, numpy float32 for QUANTIZE). The same sources
+are also compiled with avr-gcc for arduino:avr:uno, warning-free, and their
+flash/RAM cost over a bare Serial sketch is reported.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import struct
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fake_model import avr_uno, board, ref
+from fake_model.ref import FakeModel
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ROOT / "firmware_templates" / "common"
+TEMPLATE = ROOT / "firmware_templates" / "native" / "sketch.ino.j2"
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs host g++")
+
+# Three shapes of model: the tutorial's 1 -> 1 (AVR timing format, cycles),
+# several inputs and outputs (micros() timing format), and big scales.
+MODELS = {
+    "one": FakeModel(),
+    "multi": FakeModel(n_in=2, n_out=3, input_scale_bits=0x3F800000, input_zero_point=0,
+                       output_scale_bits=0x3DCCCCCD, output_zero_point=5, model_hash="abcdef012345",
+                       input_label="x", output_label="y", arena=1234, cycles=False),
+    "wide": FakeModel(n_in=3, n_out=1, input_scale_bits=0x40200000, input_zero_point=127,
+                      output_scale_bits=0x42C80000, output_zero_point=-128, fail_input=-128),
+}
+
+
+@pytest.fixture(scope="module")
+def exes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("host_board")
+    return {name: board.build(m, out / f"board_{name}") for name, m in MODELS.items()}
+
+
+def run(exe: Path, data: bytes) -> list[str]:
+    out = board.run_stdio(exe, data).decode("ascii")
+    assert out.endswith("\r\n"), "every board line ends with CR LF"
+    return out[:-2].split("\r\n")
+
+
+def check(exe: Path, model: FakeModel, data: bytes) -> list[str]:
+    """Run data through the board and assert it answers exactly like the spec model."""
+    got = [ref.normalize(line) for line in run(exe, data)]
+    want = ref.board_output(data, model)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"line {i}: input {ref.split_lines(data)[i - 1] if i else 'boot'!r}"
+    assert len(got) == len(want)
+    return got
+
+
+# ------------------------------------------------------------- compilers
+
+def test_protocol_compiles_as_strict_c_and_cxx(tmp_path):
+    """Plain C99 and C++11 with pedantic conversion warnings, no warnings at all."""
+    src = COMMON / "tinyml_protocol.cpp"
+    inc = [f"-I{COMMON}", f"-I{ROOT / 'tests' / 'fake_model'}"]
+    strict = ["-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wconversion"]
+    subprocess.run(["gcc", "-x", "c", "-std=c99", "-c", *strict, *inc, str(src),
+                    "-o", str(tmp_path / "c.o")], check=True)
+    subprocess.run(["g++", "-std=c++11", "-c", *strict, "-Wsign-conversion", *inc, str(src),
+                    "-o", str(tmp_path / "cxx.o")], check=True)
+
+
+# ------------------------------------------------------------ line basics
+
+def test_banner_info_and_human_line(exes):
+    m = MODELS["one"]
+    lines = check(exes["one"], m, b"!7 i\n130\n")
+    assert lines[0] == "#tinyml ready proto=1 runtime=native board=host model=0123456789ab in=1 out=1"
+    assert lines[1] == ("@7 ok proto=1 runtime=native board=host model=0123456789ab in=1 out=1 "
+                        "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16")
+    # 130 / 0.0246 saturates the input at 127; the fake model echoes it; 0.15289 * (127 + 23)
+    assert lines[2] == "horsepower 130 -> mpg 22.93 (* us)"
+
+
+def test_human_lines_echo_values_and_dequantize(exes):
+    m = MODELS["one"]
+    lines = check(exes["one"], m, b"1.5, -0  .5e1\r\n0.5\r3\n")
+    assert lines[1] == "horsepower 1.5 -0 .5e1 -> mpg -6.73 -16.05 14.98 (* us)"
+    assert len(lines) == 4  # "\r" alone ends a line too (terminal programs send it)
+
+
+def test_raw_and_predict_requests(exes):
+    check(exes["one"], MODELS["one"], b"!1 r -128 5 127\n!2 p 0 0.0246124 -1e3\n!65535 r 0\n")
+    lines = check(exes["multi"], MODELS["multi"], b"!3 r 1 2 -5 -6\n!4 p 1.5 -2.5\n!5 r 1\n")
+    assert lines[1] == "@3 ok 1 5 7 -5 -3 1 us=*"
+    assert lines[2] == "@4 ok 2 0 8 us=*"  # round half away: 1.5 -> 2, -2.5 -> -3; y = x[j%2] + 3j
+    assert lines[3] == "@5 err 3 wrong count"
+
+
+@pytest.mark.parametrize("line, code, with_id", [
+    (b"x" * 80, 1, False),
+    (b"!9 r 1" + b" 1" * 40, 1, True),          # overlong but the id is readable
+    (b"!9 p 1 x", 2, True), (b"!9 p nan", 2, True), (b"!9 p inf", 2, True), (b"!9 p 1e", 2, True),
+    (b"!9 p 1..2", 2, True), (b"!9 r 1.0", 2, True), (b"!9 r 1e2", 2, True), (b"hello", 2, False),
+    (b"!9 p", 3, True), (b"!9 i 5", 3, True), (b"!9 r" + b" 1" * 17, 3, True),
+    (b"!9 x 1", 4, True), (b"!9 info", 4, True), (b"!9", 4, True), (b"!x i", 4, False),
+    (b"!65536 i", 4, False), (b"!000001 i", 4, False), (b"!9i", 4, False),
+    (b"!9 r 128", 5, True), (b"!9 r -129", 5, True), (b"!9 p 1e39", 5, True),
+    (b"!9 p 3.4028236e38", 5, True), (b"!9 r 99999999999999999999999", 5, True),
+    (b"!9 p 1\x00", 6, True), (b"\xff\xfe", 6, False), (b"1\x1b[A", 6, False),
+    (b"", 7, False), (b"  \t ,", 7, False),
+    (b"!9 r -77", 8, True), (b"1.2553", 8, False),  # quantizes to -77
+])
+def test_every_error_code(exes, line, code, with_id):
+    m = MODELS["one"]
+    lines = check(exes["one"], m, line + b"\n")
+    text = ref.ERRORS[code]
+    assert lines[1] == (f"@9 err {code} {text}" if with_id else f"#err {code} {text}")
+
+
+def test_error_codes_multi_input(exes):
+    m = MODELS["multi"]
+    lines = check(exes["multi"], m, b"!1 p 1 2 3\n!2 p -1000 5\n1 2\n")
+    assert lines[1] == "@1 err 3 wrong count"
+    assert lines[3] == "x 1 2 -> y -0.40 0.00 0.20 (* us)"  # 0.1 * ([1, 5, 7] - 5)
+    wide = check(exes["wide"], MODELS["wide"], b"!1 p -1e6 0 0\n1 2 3\n")
+    assert wide[1] == "@1 err 8 model failed"
+
+
+def test_max_values_per_request(exes):
+    for name in ("one", "multi", "wide"):
+        m = MODELS[name]
+        n = m.max_values
+        ok = ("!1 r" + " 0" * n + "\n").encode()
+        over = ("!2 r" + " 0" * (n + m.n_in) + "\n").encode()
+        lines = check(exes[name], m, ok + over)
+        if len(ok) <= 80:  # else the line limit comes first ("wide": 39 values)
+            assert lines[1].startswith("@1 ok") and lines[2] == "@2 err 3 wrong count"
+
+
+def test_line_length_boundary(exes):
+    m = MODELS["one"]
+    exact = b"!1 r" + b" 1" * 16 + b" " * (79 - 4 - 32)
+    assert len(exact) == 79
+    lines = check(exes["one"], m, exact + b"\n" + exact + b" \n" + exact + b"\r\n")
+    assert lines[1].startswith("@1 ok") and lines[2] == "@1 err 1 line too long"
+    assert lines[3].startswith("@1 ok")
+
+
+# ----------------------------------------------------- numbers, exactly
+
+def _f32(x: float) -> float:
+    return float(np.float32(x))
+
+
+def _neighbours(x: float, k: int = 2) -> list[float]:
+    bits = struct.unpack("<I", struct.pack("<f", x))[0]
+    out = []
+    for d in range(-k, k + 1):
+        b = bits + d
+        if 0 <= b < 0x7F800000 or 0x80000000 <= b < 0xFF800000:
+            out.append(struct.unpack("<f", struct.pack("<I", b))[0])
+    return out
+
+
+def _decimal_forms(x: float) -> list[str]:
+    """Several spellings of the float32 x: shortest, 9 digits, scientific, long exact prefix."""
+    s = np.format_float_positional(np.float32(x), unique=True, trim="-")
+    forms = {s, np.format_float_scientific(np.float32(x), unique=True, trim="-"),
+             f"{x:.9g}", f"{x:.9e}"}
+    exact = Fraction(x)
+    if exact:  # 25 significant digits of the exact value: exercises the 20-digit cut
+        digits = f"{abs(x):.24e}"
+        forms.add(("-" if x < 0 else "") + digits)
+    del exact
+    return sorted(f for f in forms if len(f) <= 60)
+
+
+def test_parser_correct_rounding_white_box(tmp_path):
+    """The decimal parser alone against exact fractions, over the float32 range."""
+    m = MODELS["one"]
+    exe = board.build_parse_driver(m, tmp_path / "parse_driver")
+    rng = random.Random(1)
+    tokens = ["0", "-0", "130", "97.5", "1e2", "-1.25e-3", ".5", "5.", "+7", "0.1", "16777217",
+              "16777216.5", "8388608.5", "3.4028235e38", "3.40282356e38", "3.40282357e38",
+              "1.17549435e-38", "1.1754942e-38", "1e-39", "1e-45", "1e38", "1e39", "9e38",
+              "123456789012345678901234567890", "0.000000000000000000000000000001",
+              "1.00000000000000000000000000000000001", "0e999999", "1e-99999", "1e99999",
+              "00000000000000000000000000000000000001.5"]
+    for _ in range(3000):  # random float32 bit patterns across the normal range
+        bits = rng.randrange(0x00800000, 0x7F800000) | rng.choice([0, 0x80000000])
+        x = struct.unpack("<f", struct.pack("<I", bits))[0]
+        tokens += _decimal_forms(x)
+    for _ in range(1000):  # exact decimal midpoints between float32 neighbours, and near them
+        bits = rng.randrange(0x00800000, 0x7F7FFFFF)
+        lo = Fraction(struct.unpack("<f", struct.pack("<I", bits))[0])
+        hi = Fraction(struct.unpack("<f", struct.pack("<I", bits + 1))[0])
+        mid = (lo + hi) / 2
+        for v in (mid, mid * (1 + Fraction(1, 10**15)), mid * (1 - Fraction(1, 10**15))):
+            tokens.append(_fraction_to_decimal(v, 22))
+    tokens += [f"{rng.randint(0, 10**9)}e{rng.randint(-50, 40)}" for _ in range(500)]
+    data = "\n".join(tokens).encode() + b"\n"
+    out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode()
+    results = out.splitlines()
+    assert len(results) == len(tokens)
+    for tok, line in zip(tokens, results):
+        code, bits, q = line.split()
+        want_code, want = ref.parse_decimal(tok.encode())
+        assert int(code) == want_code, tok
+        if want_code == 0:
+            got = struct.unpack("<f", struct.pack("<I", int(bits, 16)))[0]
+            assert got == want and math.copysign(1, got) == math.copysign(1, want), tok
+            assert int(q) == m.quantize(want), tok
+
+
+def _fraction_to_decimal(v: Fraction, digits: int) -> str:
+    """v written with `digits` significant digits (truncated), scientific."""
+    e = 0
+    a = abs(v)
+    while a >= 10:
+        a /= 10
+        e += 1
+    while a < 1:
+        a *= 10
+        e -= 1
+    mant = int(a * 10 ** (digits - 1))
+    s = str(mant)
+    return f"{s[0]}.{s[1:]}e{e}"
+
+
+@pytest.mark.parametrize("name", ["one", "multi", "wide"])
+def test_quantize_sweep_over_ties(exes, name):
+    """'p' on the board == numpy QUANTIZE: every .5 tie of x / scale, its +-2-ulp
+    neighbours and several spellings of each, through the whole protocol."""
+    m = MODELS[name]
+    scale = np.float32(m.input_scale)
+    values = []
+    for k in range(-300, 300):
+        tie = _f32(float((k + 0.5) * Fraction(float(scale))))
+        values += _neighbours(tie)
+    lines, expect = [], []
+    rid = 0
+    for x in values:
+        for form in _decimal_forms(x)[:3]:
+            rid += 1
+            group = " ".join([form] * m.n_in)
+            line = f"!{rid} p {group}"
+            if len(line) > 79:
+                continue
+            lines.append(line)
+            expect.append((rid, line, ref.quantize(x, m.input_scale, m.input_zero_point)))
+    out = run(exes[name], ("\n".join(lines) + "\n").encode())
+    assert len(out) == len(lines) + 1
+    for (rid, line, q), got in zip(expect, out[1:]):
+        if q == m.fail_input:
+            assert got == f"@{rid} err 8 model failed"
+            continue
+        fields = got.split()
+        assert fields[:2] == [f"@{rid}", "ok"], got
+        assert int(fields[2]) == q, (line, got, q)
+
+
+# ---------------------------------------------------------------- fuzzing
+
+def _random_line(rng: random.Random, m: FakeModel) -> bytes:
+    kind = rng.random()
+    num = lambda: rng.choice([  # noqa: E731
+        str(rng.randint(-200, 200)), f"{rng.uniform(-10, 10):.{rng.randint(0, 9)}f}",
+        f"{rng.uniform(-1e3, 1e3):.5e}", rng.choice(["nan", "-inf", "1e39", "1e-50", ".", "-",
+                                                     "1e", "0x10", "1.2.3", "+.5", "5.", "00"])])
+    if kind < 0.25:  # valid-looking requests
+        cmd = rng.choice("iprx")
+        vals = " ".join(num() for _ in range(rng.randint(0, 2 * m.n_in)))
+        sep = rng.choice([" ", "  ", "\t", ", "])
+        return f"!{rng.randint(0, 70000)}{sep}{cmd}{sep}{vals}".encode()
+    if kind < 0.4:  # human lines
+        return " ".join(num() for _ in range(rng.randint(0, 3))).encode()
+    if kind < 0.55:  # printable garbage
+        return "".join(rng.choice("!@#0123456789 .,-+eipr\tabcxyz") for _ in
+                       range(rng.randint(0, 90))).encode()
+    if kind < 0.7:  # binary, including NUL and CR bytes
+        return bytes(rng.randrange(256) for _ in range(rng.randint(0, 100))).replace(b"\n", b"")
+    if kind < 0.8:  # overlong
+        return b"!" + str(rng.randint(0, 99)).encode() + b" r" + b" 1" * rng.randint(38, 200)
+    return f"!{rng.randint(0, 65535)} r {' '.join(str(rng.randint(-128, 127)) for _ in range(m.n_in))}".encode()
+
+
+@pytest.mark.parametrize("name", ["one", "multi"])
+def test_fuzz_lines_against_spec_model(exes, name):
+    """5000 random, malformed, binary and overlong lines with CR/LF mixes: every
+    line answered exactly as the spec says, banner once, the board never stops."""
+    m = MODELS[name]
+    rng = random.Random(42 + len(name))
+    data = b"".join(_random_line(rng, m) + rng.choice([b"\n", b"\r\n", b"\r"])
+                    for _ in range(5000))
+    lines = check(exes[name], m, data)
+    assert sum(line.startswith("#tinyml") for line in lines) == 1
+
+
+def test_partial_line_then_eof_is_not_answered(exes):
+    m = MODELS["one"]
+    lines = run(exes["one"], b"!1 r 5\n!2 r 6")
+    assert [ref.normalize(x) for x in lines] == [m.banner(), "@1 ok 5 us=* cyc=*"]
+
+
+# -------------------------------------------------------------------- AVR
+
+@pytest.mark.skipif(not avr_uno.available(), reason="needs avr-gcc and arduino-core-avr")
+def test_uno_sketch_builds_warning_free_and_reports_its_cost(tmp_path, exes):
+    """The rendered native sketch + protocol + fake model for arduino:avr:uno,
+    -Wall -Wextra without a warning, and its flash/RAM over a bare Serial
+    echo sketch built the same way."""
+    jinja2 = pytest.importorskip("jinja2")
+    sketch = tmp_path / "tinyml_sketch"
+    sketch.mkdir()
+    for f in ("tinyml_protocol.h", "tinyml_protocol.cpp", "tinyml_port.h"):
+        shutil.copy(COMMON / f, sketch)
+    for f in ("tinyml_model.h", "tinyml_model.cpp"):
+        shutil.copy(ROOT / "tests" / "fake_model" / f, sketch)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    text = env.from_string(TEMPLATE.read_text()).render(
+        board_name="uno", ipytinyml_version="test", model_hash="0123456789ab")
+    assert "{{" not in text and "Do not edit" in text
+    (sketch / "tinyml_sketch.ino").write_text(text)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "bare.ino").write_text(
+        "void setup() { Serial.begin(115200); }\n"
+        "void loop() { int c = Serial.read(); if (c >= 0) Serial.write((uint8_t)c); }\n")
+    core = avr_uno.build_core(tmp_path / "core")
+    elf, warnings = avr_uno.build_sketch(sketch, tmp_path / "build", core)
+    assert warnings.strip() == "", warnings
+    bare_elf, _ = avr_uno.build_sketch(bare, tmp_path / "build_bare", core)
+    flash, ram = avr_uno.sizes(elf)
+    bare_flash, bare_ram = avr_uno.sizes(bare_elf)
+    report = {"flash": flash, "ram": ram, "bare_flash": bare_flash, "bare_ram": bare_ram,
+              "protocol_flash": flash - bare_flash, "protocol_ram": ram - bare_ram}
+    print("uno footprint:", json.dumps(report))
+    assert ram - bare_ram <= 200
+    assert flash - bare_flash <= 4096  # regression guard; the goal is 3 KB with the model
