@@ -280,10 +280,12 @@ class BoardSlider:
         self.result.value = self._reading_html(prediction)
         if self._plot is not None:
             self.plot.value = self._plot.render(prediction.inputs[0], prediction.board[0])
-        where = f" on {self.board.port}" if getattr(self.board, "port", None) else ""
+        kind = {"sim": "virtual Uno (simavr)"}.get(self.board.kind, str(self.board.kind))
+        port = getattr(self.board, "port", None)
+        parts = [self.board.name, kind] + ([str(port)] if port else []) + [
+            f"{self.requests} request{'s' if self.requests != 1 else ''}"]
         self.status.value = (f'<span class="tinyml-status-ok" style="color:#666">'
-                             f"{html.escape(self.board.name)} on {html.escape(str(self.board.kind))}"
-                             f"{html.escape(where)} · {self.requests} request(s)</span>")
+                             f"{html.escape(' · '.join(parts))}</span>")
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
