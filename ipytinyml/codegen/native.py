@@ -127,13 +127,30 @@ class Window:
         h = (self.h_rem + (u << self.lshift) * self.mult) >> 31
         return self.y0 + ((h + self.g_rem - (1 if h < self.h_neg else 0)) >> self.rshift)
 
+    def steps(self) -> np.ndarray:
+        """``output(u) - y0`` for every u in 0..u_max (numpy; needs u_max << lshift < 2^16)."""
+        u = np.arange(self.u_max + 1, dtype=np.int64) << self.lshift
+        h = (2 * self.h_rem + u * (2 * self.mult)) >> 32  # < 2^48: exact in int64
+        return (h + self.g_rem - (h < self.h_neg)) >> self.rshift
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``out = y0 + floor((u * a + b mod 2^32) / 2^24)``, equal to the window's output
+    for every u the channel can reach: checked by enumerating them all. Cheaper on AVR than the window's
+    own arithmetic (one 16x16 and one 16x8 product, then the top byte)."""
+
+    a: int
+    b: int
+    y0: int
+
 
 @dataclass(frozen=True)
 class LayerKernel:
     """How one layer is compiled: which kernel, which types, which tables."""
 
     index: int
-    kind: str  # "window16" | "window32" | "reference"
+    kind: str  # "affine16" | "window16" | "window24" | "window32" | "reference"
     reason: str  # why the reference kernel, or a one-line summary of the fast one
     per_channel: bool  # multipliers/shifts differ between channels
     acc_type: str = "int32_t"
@@ -142,6 +159,7 @@ class LayerKernel:
     offsets: tuple[int, ...] = ()  # per channel: bias' - window base, saturated
     windows: tuple[Window, ...] = ()  # one (per-tensor) or one per channel
     wide_v: bool = False  # second stage in uint32_t rather than uint16_t
+    affine: tuple[Affine, ...] = ()  # kind "affine16": one per window
 
     @property
     def fast(self) -> bool:
@@ -290,6 +308,76 @@ def _window(lo: int, hi: int, multiplier: int, shift: int, layer: DenseLayer) ->
                   h_neg=h_neg, y0=y0, lshift=left, rshift=right, h_max=h_max)
 
 
+AFFINE_SHIFT = 24  # floor(x / 2^24) of a uint32_t is its top byte
+
+
+def _affine(window: Window, points: np.ndarray | None = None) -> Affine | None:
+    """An exact ``floor((u * a + b) / 2^24)`` form of the window's output, or None.
+
+    ``points`` are the u values the channel can reach (default: all of 0..u_max);
+    the form only has to hold there. The window's output minus y0 is a
+    non-decreasing step function r(u) of 0..255. (a, b) reproduces it iff the first
+    point of every step satisfies r * 2^24 <= u*a + b and the last point of every
+    step satisfies u*a + b < (r+1) * 2^24. For a fixed a the best b is the largest
+    lower bound, and the gap g(a) = max(lower bounds) - min(upper bounds) is convex
+    in a, so a binary search on its slope finds the best a. The result is then
+    checked on every point.
+    """
+    if window.u_max < 0:
+        return Affine(0, 0, 0)
+    r_all = window.steps()
+    if points is None:
+        u = np.arange(window.u_max + 1, dtype=np.int64)
+    else:
+        u = np.unique(points[(points >= 0) & (points <= window.u_max)].astype(np.int64))
+        if u.size == 0:
+            return Affine(0, 0, 0)
+    r = r_all[u]
+    if r[0] < 0 or r[-1] > 255:
+        return None
+    starts = np.flatnonzero(np.diff(r, prepend=-1))  # index of each step's first point
+    ends = np.append(starts[1:] - 1, u.size - 1)  # and of its last
+    first, last, rf, rl = u[starts], u[ends], r[starts], r[ends]
+    one = 1 << AFFINE_SHIFT
+
+    def gap(a: int) -> int:
+        lower = int((rf * one - first * a).max())
+        upper = int(((rl + 1) * one - 1 - last * a).min())
+        return lower - upper
+
+    lo, hi = 0, (1 << AFFINE_SHIFT) - 1  # a < 2^24: u * (a >> 16) stays an 8-bit factor
+    while lo < hi:  # smallest a where g stops decreasing
+        mid = (lo + hi) // 2
+        if gap(mid + 1) - gap(mid) >= 0:
+            hi = mid
+        else:
+            lo = mid + 1
+    a = lo
+    if gap(a) > 0:
+        return None
+    b = int((rf * one - first * a).max())
+    x = u * a + b
+    if int(x.min()) < 0 or int(x.max()) >= 2**32 or not np.array_equal(x >> AFFINE_SHIFT, r):
+        return None  # cannot happen if the reasoning above holds; never trust it blindly
+    # C computes u*a + b modulo 2^32, exact because the true value is in [0, 2^32)
+    return Affine(a=a, b=b % 2**32, y0=window.y0)
+
+
+def _reachable(weights: np.ndarray, offsets: list[int], x_span: int, per_out, windows):
+    """For each window, the u values its channels can reach, or None for "all of 0..u_max".
+
+    Only a one-input layer is worth enumerating: channel c reaches
+    u = W[c,0] * xr + offset[c] for xr in 0..x_span, 256 points at most.
+    """
+    if weights.shape[1] != 1:
+        return [None] * len(windows)
+    xr = np.arange(x_span + 1, dtype=np.int64)
+    reach = [int(weights[c, 0]) * xr + offsets[c] for c in range(weights.shape[0])]
+    if len(windows) == len(reach):
+        return reach
+    return [np.concatenate(reach)]  # one window shared by every channel
+
+
 def _narrowest(values, types=ACC_TYPES) -> str | None:
     lo, hi = min(values), max(values)
     for ctype in types:
@@ -333,6 +421,8 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
     u_top = max((max(w.u_max, 0) << w.lshift) for w in windows)
     if u_top < 2**16:
         kind = "window16"
+    elif u_top < 2**24:
+        kind = "window24"
     elif u_top < 2**32:
         kind = "window32"
     else:
@@ -348,6 +438,12 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
         offsets.append(min(max(bias_prime[c] - w.base, -(s_max[c] + 1)), w.u_max - s_min[c] + 1))
     values = [0, -1, *s_min, *s_max, *(w.u_max for w in windows)]
     values += [o + s for o, s in zip(offsets, s_min)] + [o + s for o, s in zip(offsets, s_max)]
+    affine: tuple[Affine, ...] = ()
+    if kind == "window16":
+        points = _reachable(weights, offsets, x_span, per_out, windows)
+        found = [_affine(w, p) for w, p in zip(windows, points)]
+        if all(f is not None for f in found):
+            kind, affine = "affine16", tuple(found)
     acc_type = _narrowest(values)
     if acc_type is None:
         return reference("offset accumulators that do not fit in int32")
@@ -355,11 +451,11 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
         return reference("an output base outside int16")
 
     summary = (f"{kind}, {acc_type} accumulator, "
-               + ("per-channel window table" if per_channel else "per-tensor constants")
-               + f", {'uint32_t' if wide_v else 'uint16_t'} rounding")
+               + ("per-channel table" if per_channel else "per-tensor constants")
+               + ("" if kind == "affine16" else f", {'uint32_t' if wide_v else 'uint16_t'} rounding"))
     return LayerKernel(index, kind, summary, per_channel, acc_type=acc_type, x_min=x_min,
                        skip_zero=prev is not None and prev.activation != "NONE",
-                       offsets=tuple(offsets), windows=windows, wide_v=wide_v)
+                       offsets=tuple(offsets), windows=windows, wide_v=wide_v, affine=affine)
 
 
 def plan_kernels(plan: ModelPlan) -> tuple[LayerKernel, ...]:
@@ -422,37 +518,50 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
         "offsets": cgen.int_array(kernel.offsets, offset_type),
         "v_type": v_type, "v_bits": v_type[4:6],
         "u_type": "uint16_t" if kernel.kind == "window16" else "uint32_t",
-        "high": "tinyml_high31_u16" if kernel.kind == "window16" else "tinyml_high31_u32",
+        "high": {"window16": "tinyml_high32_u16", "window24": "tinyml_high32_u24"}.get(
+            kernel.kind, "tinyml_high32_u32"),
+        "h_type": "uint16_t" if kernel.kind == "window16" else "uint32_t",
     })
-    if kernel.shared:
-        w = kernel.windows[0]
-        ctx["constants"] = [
-            ("U_MAX", cgen.int_literal(w.u_max), "u above this: output at the activation maximum"),
-            ("LSHIFT", str(w.lshift), "max(output_shift, 0)"),
-            ("MULT", cgen.int_literal(w.mult, "uint32_t"), "output_multiplier"),
-            ("H_REM", cgen.int_literal(w.h_rem, "uint32_t"),
-             "(base * 2^LSHIFT * MULT + 2^30) mod 2^31"),
-            ("G_REM", cgen.int_literal(w.g_rem, v_type), "rounding constant of the final shift"),
-            ("H_NEG", cgen.int_literal(w.h_neg, v_type), "h' below this: the high product is < 0"),
-            ("Y0", cgen.int_literal(w.y0, "int16_t"), "output at the window base, less rounding"),
-            ("RSHIFT", str(w.rshift), "max(-output_shift, 0)"),
-        ]
-        ctx["e"] = {k: f"{macro}_{k}" for k, _, _ in ctx["constants"]}
-        return ctx
     u_max_type = _narrowest([w.u_max for w in kernel.windows], ("int16_t", "int32_t"))
-    ctx["window_fields"] = [
-        (u_max_type, "u_max"), ("uint32_t", "mult"), ("uint32_t", "h_rem"), (v_type, "g_rem"),
-        (v_type, "h_neg"), ("int16_t", "y0"), ("uint8_t", "lshift"), ("uint8_t", "rshift")]
-    ctx["window_rows"] = [
-        cgen.struct_init([cgen.int_literal(w.u_max, u_max_type), cgen.int_literal(w.mult, "uint32_t"),
-                          cgen.int_literal(w.h_rem, "uint32_t"), cgen.int_literal(w.g_rem, v_type),
-                          cgen.int_literal(w.h_neg, v_type), cgen.int_literal(w.y0, "int16_t"),
-                          str(w.lshift), str(w.rshift)])
-        for w in kernel.windows]
+    if kernel.kind == "affine16":
+        fields = [
+            ("U_MAX", u_max_type, [w.u_max for w in kernel.windows],
+             "u above this: output at the activation maximum"),
+            ("A", "uint32_t", [f.a for f in kernel.affine], "slope, < 2^24"),
+            ("B", "uint32_t", [f.b for f in kernel.affine], "intercept"),
+            ("Y0", "int16_t", [f.y0 for f in kernel.affine], "output at u = 0, less rounding"),
+        ]
+    else:
+        ws = kernel.windows
+        fields = [
+            ("U_MAX", u_max_type, [w.u_max for w in ws],
+             "u above this: output at the activation maximum"),
+            ("MULT2", "uint32_t", [2 * w.mult for w in ws], "2 * output_multiplier"),
+            ("REM2", "uint32_t", [2 * w.h_rem for w in ws],
+             "2 * ((base * 2^LSHIFT * output_multiplier + 2^30) mod 2^31)"),
+            ("G_REM", v_type, [w.g_rem for w in ws], "rounding constant of the final shift"),
+            ("H_NEG", v_type, [w.h_neg for w in ws], "h' below this: the high product is < 0"),
+            ("Y0", "int16_t", [w.y0 for w in ws], "output at the window base, less rounding"),
+            ("LSHIFT", "uint8_t", [w.lshift for w in ws], "max(output_shift, 0)"),
+            ("RSHIFT", "uint8_t", [w.rshift for w in ws], "max(-output_shift, 0)"),
+        ]
+    # A value shared by every channel becomes a literal (the compiler folds it);
+    # the others go into a per-channel table in flash.
+    def literal(value, ctype):
+        text = cgen.int_literal(value, ctype)
+        return text.rstrip("U") if ctype == "uint8_t" else text
+
+    uniform = [f for f in fields if len(set(f[2])) == 1]
+    varying = [f for f in fields if len(set(f[2])) > 1]
+    ctx["constants"] = [(name, literal(values[0], ctype), note) for name, ctype, values, note in uniform]
+    ctx["e"] = {name: f"{macro}_{name}" for name, _, _, _ in uniform}
     read = {"int16_t": "tinyml_flash_i16", "int32_t": "tinyml_flash_i32",
             "uint16_t": "tinyml_flash_u16", "uint32_t": "tinyml_flash_u32", "uint8_t": "tinyml_flash_u8"}
-    ctx["e"] = {name.upper(): f"{read[ctype]}(&window->{name})"
-                for ctype, name in ctx["window_fields"]}
+    ctx["window_fields"] = [(ctype, name.lower(), note) for name, ctype, _, note in varying]
+    ctx["window_rows"] = [
+        cgen.struct_init([literal(values[c], ctype) for _, ctype, values, _ in varying])
+        for c in range(len(kernel.windows))] if varying else []
+    ctx["e"].update({name: f"{read[ctype]}(&window->{name.lower()})" for name, ctype, _, _ in varying})
     return ctx
 
 
