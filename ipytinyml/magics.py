@@ -294,18 +294,20 @@ Examples
             return None
         args = parse_argstring(self.tinyml_train, line)
         from . import api
-        from .views import TrainResult, trained_fit_png
+        from .views import TrainResult, native_stderr_quieted, trained_fit_png
 
         features = [f.strip() for f in args.features.split(",") if f.strip()]
         data = self._data(args.data)
-        model = self._run_body(cell) if cell and cell.strip() else None
-        with self._progress(f"training {args.name}") as bar:
-            report = api.train(data=data, features=features, label=args.label.strip(), name=args.name,
-                               root=self.root, model=model, epochs=args.epochs, seed=args.seed,
-                               progress=lambda done, total, loss: bar.update(done, total,
-                                                                             f"loss {loss:.3f}"))
-            bar.finish(f"done in {bar.elapsed:.1f} s")
-        png = trained_fit_png(report["name"], self.root) if len(features) == 1 else None
+        with native_stderr_quieted():  # TensorFlow's C++ start-up chatter
+            model = self._run_body(cell) if cell and cell.strip() else None
+            with self._progress(f"training {args.name}") as bar:
+                report = api.train(data=data, features=features, label=args.label.strip(),
+                                   name=args.name, root=self.root, model=model, epochs=args.epochs,
+                                   seed=args.seed,
+                                   progress=lambda done, total, loss: bar.update(
+                                       done, total, f"loss {loss:.3f}"))
+                bar.finish(f"done in {bar.elapsed:.1f} s")
+            png = trained_fit_png(report["name"], self.root) if len(features) == 1 else None
         return TrainResult(report, seconds=bar.elapsed, epochs=bar.state.total,
                            custom_model=model is not None, plot_png=png)
 
@@ -347,7 +349,7 @@ Examples
             return None
         args = parse_argstring(self.tinyml_quantize, line)
         from . import api
-        from .views import QuantizeResult
+        from .views import QuantizeResult, native_stderr_quieted
 
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         for v in variants:
@@ -356,7 +358,7 @@ Examples
                 raise TinyMLError(f"unknown variant {v!r}", hint=f"did you mean {close[0]!r}?" if close
                                   else f"choose from {', '.join(VARIANTS)}")
         name = api.resolve_name(args.name, self.root)
-        with self._progress(f"quantizing {name}") as bar:
+        with native_stderr_quieted(), self._progress(f"quantizing {name}") as bar:
             report = api.quantize(name=name, root=self.root, variants=variants,
                                   per_channel=args.per_channel, int8_io=args.int8_io,
                                   progress=bar.stage)

@@ -13,6 +13,7 @@ after training, when TensorFlow is loaded anyway.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -115,6 +116,48 @@ def as_dict(obj) -> dict:
     if hasattr(obj, "__dict__"):
         return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
     return {"value": obj}
+
+
+# -- native output ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def native_stderr_quieted():
+    """Divert file descriptor 2 while TensorFlow loads and trains.
+
+    TensorFlow's C++ start-up logging (absl, oneDNN, CUDA probes) ignores
+    ``TF_CPP_MIN_LOG_LEVEL`` and would land in the cell's output. Python-level
+    ``sys.stderr`` in a kernel is not fd 2 and is unaffected. If the block
+    raises anything but a ``TinyMLError``, what was diverted is written back to
+    ``sys.stderr``, so nothing useful for debugging a bug is lost.
+    """
+    import os
+    import sys
+    import tempfile
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 to divert
+        yield
+        return
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+    from .errors import TinyMLError
+    failed = False
+    try:
+        yield
+    except TinyMLError:  # a user error: its one line says it all
+        raise
+    except Exception:  # a bug: keep whatever native code said
+        failed = True
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if failed:
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                print(text, file=sys.stderr)
+        sink.close()
 
 
 # -- live progress ------------------------------------------------------------------------------

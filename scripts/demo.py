@@ -54,8 +54,15 @@ def _client(path: Path, timeout: int, kernel: str):
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    from traitlets.config import Config
+    config = Config()
+    # local sockets (absolute paths: the kernel runs in the notebook's folder): no TCP ports to
+    # collide on, and no "unencrypted TCP" warning from the kernel
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.ip = str(path.parent.resolve() / ".kernel-ipc")
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name=kernel, allow_errors=True,
-                                     record_timing=True, resources={"metadata": {"path": str(path.parent)}})
+                                     record_timing=True, config=config,
+                                     resources={"metadata": {"path": str(path.parent)}})
     return nb, client, env
 
 
