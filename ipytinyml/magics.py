@@ -29,8 +29,9 @@ import ast
 import atexit
 import difflib
 import functools
-import re
 import inspect
+import math
+import re
 import shlex
 
 from IPython.core.error import UsageError
@@ -94,10 +95,13 @@ def _floats(words) -> list[float]:
     for word in words:
         for part in str(word).replace(",", " ").split():
             try:
-                values.append(float(part))
+                value = float(part)
             except ValueError:
+                value = None
+            if value is None or not math.isfinite(value):
                 raise TinyMLError(f"{part!r} is not a number; give input values such as "
-                                  "%tinyml_predict 130 150") from None
+                                  "%tinyml_predict 130 150")
+            values.append(value)
     return values
 
 
@@ -501,7 +505,10 @@ Examples
                               f"({', '.join(features) or 'its features'}); got {len(values)}")
         with board_lock(board):
             predictions = board.compare(values)
-        return PredictResult(predictions, features=features, labels=labels, name=board.name)
+            timing = board.last_timing
+        cycles = getattr(timing, "cycles", None)
+        return PredictResult(predictions, features=features, labels=labels, name=board.name,
+                             cycles_per_row=cycles / len(predictions) if cycles else None)
 
 
 # -- extension entry points -------------------------------------------------------------------------

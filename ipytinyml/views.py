@@ -481,18 +481,34 @@ def _build_pairs(build) -> list:
     for key in ("flash_over_bare", "flash_model", "ram_over_bare", "ram_model"):
         if b.get(key) is not None:
             pairs.append((key.replace("_", " "), _bytes(b[key])))
+    if b.get("fqbn"):
+        pairs.append(("built for", str(b["fqbn"])))
     if b.get("cached") is not None:
         pairs.append(("build", "cached (model unchanged)" if b["cached"] else "compiled"))
     return pairs
 
 
-def _info_line(info) -> str:
+_INFO_KEYS = ("proto", "runtime", "board", "model", "n_in", "n_out", "arena", "free", "max")
+
+
+def _info_pairs(info) -> list:
+    """What the board reports about itself (the protocol's info answer), as table rows."""
     d = as_dict(info)
     if not d:
-        return ""
-    if "banner" in d and isinstance(d["banner"], str):
-        return d["banner"]
-    return " ".join(f"{k}={v}" for k, v in d.items() if not isinstance(v, (dict, list)))
+        return []
+    if not all(k in d for k in ("runtime", "model")):
+        return [("board says", " ".join(f"{k}={v}" for k, v in d.items()
+                                        if not isinstance(v, (dict, list))))]
+    pairs = [("board says", f"runtime {d['runtime']} · board {d.get('board', '?')} · model "
+                            f"{d['model']} · protocol {d.get('proto', '?')}")]
+    ram = []
+    if d.get("arena") is not None:
+        ram.append(f"{int(d['arena']):,} B for activations")
+    if d.get("free"):
+        ram.append(f"{int(d['free']):,} B free")
+    if ram:
+        pairs.append(("RAM at run time", ", ".join(ram)))
+    return pairs
 
 
 class FlashResult(_Result):
@@ -519,10 +535,7 @@ class FlashResult(_Result):
         return f"{self.board.name} runs on {_board_description(self.board.kind)}{where}{when}"
 
     def _pairs(self):
-        pairs = _build_pairs(self.build)
-        line = _info_line(self.info)
-        if line:
-            pairs.append(("board says", line))
+        pairs = _build_pairs(self.build) + _info_pairs(self.info)
         if self.stages:
             pairs.append(("stages", " · ".join(f"{k} {v:.1f} s" for k, v in self.stages.items()
                                                if v is not None)))
@@ -553,11 +566,13 @@ class PredictResult(_Result):
 
     css = f"{CSS_PREFIX}-predict"
 
-    def __init__(self, predictions, features=None, labels=None, name: str | None = None):
+    def __init__(self, predictions, features=None, labels=None, name: str | None = None,
+                 cycles_per_row: float | None = None):
         self.predictions = list(predictions)
         self.features = list(features or [])
         self.labels = list(labels or [])
         self.name = name
+        self.cycles_per_row = cycles_per_row  # CPU cycles per inference (AVR boards)
 
     @property
     def all_agree(self) -> bool:
@@ -578,12 +593,14 @@ class PredictResult(_Result):
 
     def _rows(self):
         features, labels = self._headers()
+        cycles = [] if not self.cycles_per_row else ["cycles"]
         headers = list(features) + [f"board {y}" for y in labels] + [f"notebook {y}" for y in labels] + [
-            "device time", "agree"]
+            "device time", *cycles, "agree"]
         rows = []
         for p in self.predictions:
             rows.append([f"{v:g}" for v in p.inputs] + [f"{v:.3f}" for v in p.board]
-                        + [f"{v:.3f}" for v in p.notebook] + [_us(p.device_us), "✓" if p.agree else "✗"])
+                        + [f"{v:.3f}" for v in p.notebook] + [_us(p.device_us)]
+                        + [f"{self.cycles_per_row:,.0f}" for _ in cycles] + ["✓" if p.agree else "✗"])
         return headers, rows
 
     def __repr__(self) -> str:
@@ -598,7 +615,8 @@ class PredictResult(_Result):
         return _box(title, html_table(headers, rows, "r" * (len(headers) - 1) + "l"), self.css)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "all_agree": self.all_agree, "predictions": [
+        return {"name": self.name, "all_agree": self.all_agree, "cycles_per_row": self.cycles_per_row,
+                "predictions": [
             {"inputs": list(p.inputs), "board": list(p.board), "notebook": list(p.notebook),
              "board_q": list(p.board_q), "notebook_q": list(p.notebook_q), "device_us": p.device_us,
              "agree": p.agree} for p in self.predictions]}

@@ -255,6 +255,7 @@ BAD_OTHER = {
     "unknown board": ("%tinyml_flash --board unoo", "did you mean 'uno'"),
     "unknown runtime": ("%tinyml_flash --runtime cuda", "invalid choice"),
     "not a number": ("%tinyml_predict 13O", "not a number"),
+    "nan": ("%tinyml_predict nan", "not a number"),
     "nothing to predict": ("%tinyml_predict", "exactly one"),
     "values and test": ("%tinyml_predict 130 --test", "exactly one"),
 }
