@@ -197,3 +197,45 @@ def tflite_path(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
         raise TinyMLError(f"the {variant} model of {name!r} is older than its last training; "
                           "run %tinyml_quantize again")
     return path
+
+
+BOARDS = ("auto", "sim", "uno", "nano33ble")
+
+
+def flash(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board: str = "auto",
+          port: str | None = None, runtime: str = "native", progress=None):
+    """Generate, build and start (or upload) the firmware for a saved int8 model.
+
+    Parameters
+    ----------
+    name : model name (default: the last model)
+    board : "auto" (a connected board, else the virtual board), "sim" (the virtual Uno in
+        simavr), "uno", "nano33ble" or a full FQBN
+    port : serial port of a real board (default: discovered)
+    runtime : "native" (plain C, any Arduino) or "tflm" (TensorFlow Lite Micro, 32-bit boards)
+    progress : callable ``(stage: str)``; stages are "generate", "compile", "start"/"upload",
+        "connect"
+
+    Returns
+    -------
+    Board
+        Connected; ``board.predict([130, 150])``, ``board.info()``, ``board.close()``.
+        Building an unchanged model again reuses the cached build.
+    """
+    from . import deploy
+    return deploy.flash(resolve_name(name, root), root, board=board, port=port, runtime=runtime,
+                        progress=progress)
+
+
+def evaluate_on_board(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board=None,
+                      progress=None) -> dict:
+    """Stream the whole test set through the board; write ``parity`` and ``latency`` to report.json.
+
+    Returns
+    -------
+    dict
+        ``{"mae", "parity": {"matched", "total", "runtime"}, "latency": {"device_us",
+        "device_cycles", "host_roundtrip_ms", "predictions_per_s", "wire_bound_per_s"}}``
+    """
+    from . import deploy
+    return deploy.evaluate(resolve_name(name, root), root, board, progress=progress)

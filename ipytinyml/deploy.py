@@ -1,0 +1,205 @@
+"""flash and evaluate: model -> sketch -> build -> running board, and the board against the oracle.
+
+Builds are cached by a hash of the generated sketch folder (model bytes and
+templates included), so re-flashing an unchanged model skips the compiler.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import artifacts
+from .errors import TinyMLError, ToolchainError
+
+VIRTUAL_BOARD = "sim"
+SIM_FQBN = "arduino:avr:uno"
+_BOARD_ALIASES = {"sim": "sim", "virtual": "sim", "auto": "auto", "uno": "uno", "nano33ble": "nano33ble"}
+
+
+def _stage(progress, name: str) -> None:
+    if progress:
+        progress(name)
+
+
+def choose_target(board: str, port: str | None) -> tuple[str, str | None]:
+    """The target to use and, when the choice was automatic, the one line that says why."""
+    import difflib
+    key = (board or "auto").strip()
+    if key in _BOARD_ALIASES:
+        key = _BOARD_ALIASES[key]
+    elif ":" not in key:
+        close = difflib.get_close_matches(key, list(_BOARD_ALIASES), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "use sim, uno, nano33ble or an FQBN like arduino:avr:uno"
+        raise TinyMLError(f"unknown board {board!r}", hint=hint)
+    if key == "auto":
+        if port:
+            raise ToolchainError(f"a port was given ({port}) but uploading to real boards is not "
+                                 "available yet; use --board sim for the virtual board")
+        return VIRTUAL_BOARD, "No board found: using the virtual Arduino Uno (simavr)."
+    if key != VIRTUAL_BOARD:
+        raise ToolchainError(f"uploading to a real board ({key}) is not available yet; "
+                             "use --board sim for the virtual Arduino Uno")
+    return key, None
+
+
+def _labels(report: dict) -> tuple[str, str]:
+    data = report.get("data", {})
+    return ",".join(data.get("features", ["x"])), data.get("label", "y")
+
+
+def generate(name: str, root, target: str = VIRTUAL_BOARD) -> tuple[Path, object, str]:
+    """Write the sketch for ``target``; returns (sketch folder, model plan, model hash)."""
+    from .api import tflite_path
+    from .codegen.sketch import render_native_sketch
+    from .quant import plan_from_model
+    from .tflite_file import read_tflite
+
+    folder = artifacts.model_dir(root, name)
+    flatbuffer = tflite_path(name, root, "int8").read_bytes()
+    model = read_tflite(flatbuffer)
+    plan = plan_from_model(model)
+    feature, label = _labels(artifacts.read_report(folder))
+    model_hash = artifacts.sha256(flatbuffer)[:12]
+    sketch = render_native_sketch(plan, folder / "firmware" / target, sketch_name=f"tinyml_{name}",
+                                  board_name="uno" if target == VIRTUAL_BOARD else target,
+                                  model_hash=model_hash, input_label=feature, output_label=label)
+    return sketch, plan, model_hash
+
+
+def build(sketch: Path, build_root: Path, fqbn: str = SIM_FQBN):
+    """Compile ``sketch`` unless an identical one was built before; returns the BuildResult."""
+    import json
+
+    from .codegen.sketch import folder_digest
+    from .toolchain.avr_build import BuildResult, build_sketch
+
+    digest = folder_digest(sketch, fqbn)[:16]
+    cached = build_root / "cache" / digest
+    meta = cached / "build.json"
+    if meta.is_file():
+        saved = json.loads(meta.read_text())
+        return BuildResult(elf=cached / "firmware.elf", hex=cached / "firmware.hex",
+                           flash_bytes=saved["flash_bytes"], ram_bytes=saved["ram_bytes"], log="(cached)")
+    result = build_sketch(sketch, build_root / "work", fqbn=fqbn)
+    staging = build_root / "cache" / f".{digest}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copyfile(result.elf, staging / "firmware.elf")
+    shutil.copyfile(result.hex, staging / "firmware.hex")
+    (staging / "build.json").write_text(json.dumps({"flash_bytes": result.flash_bytes,
+                                                    "ram_bytes": result.ram_bytes}))
+    for old in (build_root / "cache").iterdir():  # keep the cache to the latest build
+        if old != staging:
+            shutil.rmtree(old, ignore_errors=True)
+    os.replace(staging, cached)
+    return BuildResult(elf=cached / "firmware.elf", hex=cached / "firmware.hex",
+                       flash_bytes=result.flash_bytes, ram_bytes=result.ram_bytes, log=result.log)
+
+
+def flash(name: str, root, *, board: str = "auto", port: str | None = None, runtime: str = "native",
+          progress=None):
+    """See ``ipytinyml.api.flash``."""
+    from .board import Board
+    from .link import Link
+    from .toolchain.sim import VirtualBoard
+
+    if runtime not in ("native", "tflm"):
+        raise TinyMLError(f"unknown runtime {runtime!r}; use native or tflm")
+    target, note = choose_target(board, port)
+    if runtime == "tflm":
+        raise TinyMLError("the tflm runtime needs a 32-bit board (nano33ble); the Uno and the "
+                          "virtual board run --runtime native")
+    if note and progress:
+        progress(note)
+    _stage(progress, "generate")
+    sketch, plan, model_hash = generate(name, root, target)
+    _stage(progress, "compile")
+    result = build(sketch, artifacts.model_dir(root, name) / "build" / target)
+    _stage(progress, "start")
+    process = VirtualBoard(result.elf)
+    try:
+        _stage(progress, "connect")
+        link = Link(process.port)
+        link.check_model(model_hash)
+    except BaseException:
+        process.close()
+        raise
+    return Board(link, plan, kind=target, name=name, process=process,
+                 build={"flash_bytes": result.flash_bytes, "ram_bytes": result.ram_bytes,
+                        "fqbn": SIM_FQBN, "note": note})
+
+
+def evaluate(name: str, root, board, *, progress=None) -> dict:
+    """See ``ipytinyml.api.evaluate_on_board``."""
+    from .api import load_split, tflite_path
+    from .quant import dequantize, evaluate_plan
+
+    if board is None:
+        raise TinyMLError("no board connected; run %tinyml_flash (tm.flash) first")
+    if board.name != name:
+        raise TinyMLError(f"the board runs model {board.name!r}, not {name!r}; flash {name!r} first")
+    split = load_split(name, root)
+    test_x, test_y = split["test_x"], split["test_y"]
+    expected_q = _oracle_int8(tflite_path(name, root, "int8"), test_x, board.plan)
+
+    board_q, device_us, cycles = [], 0.0, 0
+    batch = max(1, board.link.info().max // board.plan.n_inputs)
+    start = time.perf_counter()
+    for first in range(0, len(test_x), batch):
+        rows = test_x[first:first + batch]
+        board_q.append(board._invoke("p", rows.reshape(-1)).reshape(len(rows), -1))
+        timing = board.last_timing
+        device_us += timing.device_us
+        cycles += timing.cycles or 0
+        if progress:
+            progress(min(first + batch, len(test_x)), len(test_x))
+    seconds = time.perf_counter() - start
+    board_q = np.concatenate(board_q)
+
+    raw = np.arange(-128, 128, dtype=np.int64).repeat(board.plan.n_inputs)
+    raw_board = board.predict_raw(raw)
+    raw_expected = evaluate_plan(board.plan, raw.reshape(-1, board.plan.n_inputs).astype(np.int8))
+
+    predictions = dequantize(board_q, board.plan.output)
+    n = len(test_x)
+    info = board.link.info()
+    result = {
+        "mae": float(np.mean(np.abs(predictions.astype(np.float64) - test_y))),
+        "parity": {"matched": int(np.sum(np.all(board_q == expected_q, axis=1))), "total": n,
+                   "runtime": info.runtime,
+                   "raw_matched": int(np.sum(np.all(raw_board == raw_expected, axis=1))),
+                   "raw_total": int(len(raw_expected)),
+                   "oracle": "tflite-micro" if _has_oracle() else "ipytinyml.quant"},
+        "latency": {"device_us": device_us / n, "device_cycles": (cycles / n) if cycles else None,
+                    "host_roundtrip_ms": 1000 * seconds / -(-n // batch),
+                    "predictions_per_s": n / seconds,
+                    "wire_bound_per_s": board.link.wire_bound_per_s(test_x)},
+        "board": {"kind": board.kind, "board": info.board, "port": board.port, **(board.build or {})},
+    }
+    folder = artifacts.model_dir(root, name)
+    report = artifacts.read_report(folder)
+    report.update(result)
+    artifacts.write_report(folder, report)
+    return result
+
+
+def _has_oracle() -> bool:
+    try:
+        import tflite_micro  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _oracle_int8(tflite: Path, x: np.ndarray, plan) -> np.ndarray:
+    """What TFLM computes for ``x``, as int8 outputs: tflite-micro when installed, else our
+    Python reimplementation of its kernels (checked against tflite-micro in the tests)."""
+    from .quant import evaluate_plan, quantize
+    if _has_oracle():
+        from .reference import run_micro
+        return quantize(run_micro(tflite, x), plan.output).astype(np.int64)
+    return evaluate_plan(plan, quantize(x, plan.input)).astype(np.int64)
