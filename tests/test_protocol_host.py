@@ -327,7 +327,7 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(tmp_path, exes):
         shutil.copy(ROOT / "tests" / "fake_model" / f, sketch)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text = env.from_string(TEMPLATE.read_text()).render(
-        board_name="uno", ipytinyml_version="test", model_hash="0123456789ab")
+        board_name="uno", sketch_name="tinyml_sketch", model_hash="0123456789ab")
     assert "{{" not in text and "Do not edit" in text
     (sketch / "tinyml_sketch.ino").write_text(text)
     bare = tmp_path / "bare"
