@@ -277,3 +277,61 @@ def test_upload_needs_a_build(cli, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ToolchainError, match="Compiled sketch not found"):
         cli.upload("/dev/ttyACM0", NANO, tmp_path / "empty")
+
+
+# ---------------------------------------------------------------------------- upload around a link
+
+
+@pytest.fixture
+def pty_port(tmp_path):
+    """A symlink ``ttyACM0`` to a real pseudo-terminal (the test keeps its master side)."""
+    master, slave = os.openpty()
+    link = tmp_path / "ttyACM0"
+    link.symlink_to(os.ttyname(slave))
+    os.close(slave)
+    yield str(link)
+    os.close(master)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_upload_closes_the_link_first_and_keeps_the_port(cli, built, pty_port):
+    from ipytinyml import ports
+
+    link = ports.open_serial(pty_port)
+    result, port = ac.upload_and_reacquire(cli, pty_port, NANO, built, release=link)
+    assert not link.is_open and port == pty_port and not result.port_changed
+    assert cli.calls()[-1][:3] == ["upload", "-p", pty_port]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_upload_then_find_the_port_by_usb_identity(cli, built, pty_port, monkeypatch, tmp_path):
+    """arduino-cli reports /dev/ttyACM1 (absent here): the board is found by VID/PID/serial number."""
+    from serial.tools.list_ports_common import ListPortInfo
+
+    scenario(monkeypatch, upload="port_changed")
+    info = ListPortInfo(pty_port, skip_link_detection=True)
+    info.vid, info.pid, info.serial_number = 0x2341, 0x805A, "8C3A1F2E5B6D7E90"
+    stranger = ListPortInfo(str(tmp_path / "ttyUSB0"), skip_link_detection=True)
+    stranger.vid, stranger.pid = 0x1A86, 0x7523
+    result, port = ac.upload_and_reacquire(cli, "/dev/ttyACM0", NANO, built, timeout=2,
+                                           lister=lambda: [stranger, info])
+    assert result.port == "/dev/ttyACM1" and port == pty_port
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_upload_refused_while_another_process_holds_the_port(cli, built, pty_port):
+    import subprocess
+    import sys
+
+    from ipytinyml.errors import LinkError
+
+    holder = subprocess.Popen([sys.executable, "-c", f"import serial, time; s = serial.Serial({pty_port!r}); "
+                               "print('open', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(LinkError, match=f"is busy \\(held by .*pid {holder.pid}\\)"):
+            ac.upload_and_reacquire(cli, pty_port, NANO, built)
+        assert not any(call[0] == "upload" for call in cli.calls())
+    finally:
+        holder.kill()
+        holder.wait()

@@ -41,6 +41,7 @@ __all__ = [
     "arduino_cli",
     "platform_of",
     "install_commands",
+    "upload_and_reacquire",
 ]
 
 ENV_VAR = "IPYTINYML_ARDUINO_CLI"
@@ -469,3 +470,33 @@ def _output_streams(data) -> str:
     if isinstance(out, dict):
         return "\n".join(str(out.get(k)) for k in ("stdout", "stderr") if out.get(k))
     return ""
+
+
+def upload_and_reacquire(cli: ArduinoCli, port: str, fqbn: str, build_dir, *, identity=None,
+                         release=None, timeout: float = 10.0, lister=None,
+                         progress=None) -> tuple[UploadResult, str]:
+    """Free the port, upload, and wait until the board's port is back; returns (result, port).
+
+    ``release`` is the host's open handle on the board (a Link, a Board, a
+    serial object or None): it is closed first, because the 1200-bps touch
+    needs the port. If another process holds the port the upload is not
+    attempted (LinkError naming it). ``identity`` (a ``ports.PortIdentity``,
+    e.g. ``Target.identity``) finds the port again when it re-enumerates
+    under another name; arduino-cli's ``updated_upload_port`` is used first.
+    The returned port exists; open it with ``ports.open_when_ready``, which
+    retries while the board is still starting.
+    """
+    from .. import ports
+
+    ports.release(release)
+    if os.path.exists(port):
+        ports.ensure_free(port)
+    if progress:
+        progress("upload")
+    result = cli.upload(port, fqbn, build_dir)
+    reported = ports.PortIdentity.from_properties(result.port_properties)
+    if identity is None or not identity.known:
+        identity = reported if reported.known else None
+    if os.path.exists(result.port):
+        return result, result.port
+    return result, ports.wait_for_port(identity, port=result.port, timeout=timeout, lister=lister)
