@@ -26,18 +26,9 @@ def template_root() -> Path:
 @functools.lru_cache(maxsize=1)
 def tool_version() -> str:
     """ipytinyml's version, for banners."""
-    try:
-        from importlib.metadata import version
+    from .. import __version__
 
-        return version("ipytinyml")
-    except Exception:  # noqa: BLE001 - not installed (a source checkout): read pyproject.toml
-        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-        try:
-            import tomllib
-
-            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-        except Exception:  # noqa: BLE001
-            return "unknown"
+    return __version__
 
 
 def banner(model_hash: str) -> str:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConvertError
-from ..quant import DenseLayer, ModelPlan
+from ..quant import DenseLayer, ModelPlan, multiply_by_quantized_multiplier
 from . import cgen
 from . import render as _render
 
@@ -55,37 +55,6 @@ GENERATED_FILES = ("tinyml_model.h", "tinyml_model.cpp", "tinyml_kernels.h")
 ACC_TYPES = ("int16_t", "tinyml_int24_t", "int32_t")
 DOT_FUNCTIONS = {"int16_t": "tinyml_dot_i16", "tinyml_int24_t": "tinyml_dot_i24",
                  "int32_t": "tinyml_dot_i32"}
-
-
-# --------------------------------------------------------------------------
-# exact TFLM arithmetic on Python integers (the proofs below need unbounded ints)
-
-
-def _wrap32(value: int) -> int:
-    return (value + 2**31) % 2**32 - 2**31
-
-
-def _multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
-    """TFLM's default (double rounding) MultiplyByQuantizedMultiplier on Python ints.
-
-    The same formula as ``ipytinyml.quant`` (brief section 1.4), scalar and
-    unbounded so the generator can evaluate it at any accumulator.
-    """
-    left, right = max(shift, 0), max(-shift, 0)
-    a = _wrap32(x << left)
-    if a == multiplier == INT32_MIN:
-        high = INT32_MAX
-    else:
-        ab = a * multiplier
-        q = ab + (2**30 if ab >= 0 else 1 - 2**30)
-        high = q // 2**31 if q >= 0 else -((-q) // 2**31)  # C division truncates
-    mask = (1 << right) - 1
-    threshold = (mask >> 1) + (1 if high < 0 else 0)
-    return (high >> right) + (1 if (high & mask) > threshold else 0)
-
-
-def _unclamped_output(acc: int, multiplier: int, shift: int, output_offset: int) -> int:
-    return _multiply_by_quantized_multiplier(acc, multiplier, shift) + output_offset
 
 
 # --------------------------------------------------------------------------
@@ -253,39 +222,50 @@ def _domain(shift: int) -> tuple[int, int]:
     return -(2**31 >> left), INT32_MAX >> left
 
 
-def _first_above(lo: int, hi: int, pred) -> int | None:
-    """Smallest x in [lo, hi] with pred(x), for a monotone pred; None if none."""
-    if not pred(hi):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pred(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _thresholds(mults: np.ndarray, shifts: np.ndarray, layer: DenseLayer):
+    """Per channel, (A0, A1): the smallest accumulator whose output exceeds the
+    activation minimum and the largest whose output stays below the maximum,
+    searched within the no-wrap domain of each channel (None when there is none).
+
+    Exact: for M >= 0 the requantization is non-decreasing in the accumulator
+    over that domain (``quant.requant_thresholds`` states the argument; it
+    searches all of int32, so it gives up on channels with a left shift, where
+    this restricts the domain instead). Bisection on int64 arrays, one lane per
+    channel, with the arithmetic of ``quant.multiply_by_quantized_multiplier``.
+    """
+    m = np.asarray(mults, dtype=np.int64)
+    s = np.asarray(shifts, dtype=np.int64)
+    left = np.maximum(s, 0)
+    d_lo = -(np.int64(2**31) >> left)
+    d_hi = np.int64(INT32_MAX) >> left
+
+    def out(acc):
+        return multiply_by_quantized_multiplier(acc, m, s) + int(layer.output_offset)
+
+    def first(pred):  # smallest acc in [d_lo, d_hi] with pred(acc), or d_hi + 1
+        ok_hi = pred(d_hi)
+        lo, hi = d_lo.copy(), d_hi.copy()
+        for _ in range(33):
+            mid = (lo + hi) >> 1
+            p = pred(mid)
+            hi = np.where(p, mid, hi)
+            lo = np.where(p, lo, np.minimum(mid + 1, hi))
+        return np.where(ok_hi, hi, d_hi + 1)
+
+    a0 = first(lambda acc: out(acc) > layer.activation_min)
+    at_max = first(lambda acc: out(acc) >= layer.activation_max)
+    result = []
+    for c in range(m.size):
+        lo = None if a0[c] > d_hi[c] else int(a0[c])
+        hi = None if at_max[c] == d_lo[c] else int(at_max[c]) - 1
+        result.append((lo, hi))
+    return result
 
 
-def _thresholds(multiplier: int, shift: int, layer: DenseLayer) -> tuple[int | None, int | None]:
-    """(A0, A1): the smallest accumulator whose output exceeds the activation minimum and
-    the largest whose output stays below the maximum, within the no-wrap domain
-    (None when there is none). Exact: the requantization is monotone for M >= 0."""
-    d_lo, d_hi = _domain(shift)
-    out = lambda acc: _unclamped_output(acc, multiplier, shift, layer.output_offset)  # noqa: E731
-    a0 = _first_above(d_lo, d_hi, lambda acc: out(acc) > layer.activation_min)
-    first_at_max = _first_above(d_lo, d_hi, lambda acc: out(acc) >= layer.activation_max)
-    if first_at_max is None:
-        a1 = d_hi
-    elif first_at_max == d_lo:
-        a1 = None
-    else:
-        a1 = first_at_max - 1
-    return a0, a1
-
-
-def _window(lo: int, hi: int, multiplier: int, shift: int, layer: DenseLayer) -> Window:
+def _window(lo: int, hi: int, multiplier: int, shift: int, layer: DenseLayer,
+            thresholds: tuple[int | None, int | None]) -> Window:
     """The window of accumulators in [lo, hi] whose output is not clamped, and its constants."""
-    a0, a1 = _thresholds(multiplier, shift, layer)
+    a0, a1 = thresholds
     if a0 is None:  # always at the minimum
         base, u_max = hi + 1, -1
     elif a1 is None:  # always at the maximum
@@ -411,11 +391,13 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
             return reference(f"channel {c}'s accumulator may leave int32 (TFLM wraps it)")
 
     if per_channel:
-        windows = tuple(_window(acc_lo[c], acc_hi[c], mults[c], shifts[c], layer)
+        bounds = _thresholds(mults, shifts, layer)
+        windows = tuple(_window(acc_lo[c], acc_hi[c], mults[c], shifts[c], layer, bounds[c])
                         for c in range(layer.n_out))
         per_out = windows
     else:
-        shared = _window(min(acc_lo), max(acc_hi), mults[0], shifts[0], layer)
+        bounds = _thresholds(mults[:1], shifts[:1], layer)[0]
+        shared = _window(min(acc_lo), max(acc_hi), mults[0], shifts[0], layer, bounds)
         windows, per_out = (shared,), (shared,) * layer.n_out
 
     u_top = max((max(w.u_max, 0) << w.lshift) for w in windows)

@@ -1,0 +1,127 @@
+"""Build and run the generated native runtime with real compilers (tests and benchmarks).
+
+- host: gcc/g++ with ``-Wall -Wextra -Werror``, driven over stdin/stdout
+  (``host_driver.c``);
+- AVR: avr-gcc/avr-g++ ``-Os -mmcu=atmega328p`` (what the Arduino AVR core
+  uses), run in simavr with the inputs compiled in (``avr_driver.c``), which
+  also reports Timer1 cycles per inference.
+
+``TINYML_FAST_KERNELS`` picks the kernel: 1 = the generator's fast paths, 0 =
+the reference port of TFLM.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wshadow"]
+HOST_STD = {"c": ["-x", "c", "-std=c99", "-pedantic"], "c++": ["-x", "c++", "-std=c++11", "-pedantic"]}
+AVR_CFLAGS = ["-Os", "-mmcu=atmega328p", "-DF_CPU=16000000UL", "-ffunction-sections", "-fdata-sections"]
+AVR_LDFLAGS = ["-mmcu=atmega328p", "-Wl,--gc-sections"]
+SIMAVR = ["simavr", "-m", "atmega328p", "-f", "16000000"]
+
+
+def have(*tools: str) -> bool:
+    return all(shutil.which(t) for t in tools)
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({result.returncode}):\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def compile_host(model_dir: Path, out: Path, *, lang: str = "c", fast: bool = True,
+                 driver: Path = HERE / "host_driver.c", extra: tuple[str, ...] = ()) -> Path:
+    """Host executable of ``driver`` + the generated ``tinyml_model.cpp`` (compiled as ``lang``)."""
+    compiler = "gcc" if lang == "c" else "g++"
+    std = HOST_STD[lang]
+    _run([compiler, *std, "-O2", *WARNINGS, f"-DTINYML_FAST_KERNELS={int(fast)}", "-I", model_dir,
+          *extra, model_dir / "tinyml_model.cpp", *std, driver, "-o", out])
+    return out
+
+
+def run_host(exe: Path, x: np.ndarray) -> np.ndarray:
+    """Run the host driver on int8 rows ``x`` [n, n_inputs]; int8 outputs [n, n_outputs]."""
+    x = np.asarray(x, dtype=np.int64)
+    text = "\n".join(" ".join(map(str, row)) for row in x) + "\n"
+    result = _run([exe], input=text, timeout=60)
+    rows = [list(map(int, line.split())) for line in result.stdout.splitlines() if line.strip()]
+    return np.asarray(rows, dtype=np.int64).reshape(len(x), -1)
+
+
+def write_vectors(path: Path, x: np.ndarray) -> None:
+    """``test_vectors.h`` for the AVR driver: the int8 rows in flash."""
+    x = np.asarray(x, dtype=np.int64)
+    values = ", ".join(str(int(v)) for v in x.ravel())
+    path.write_text("#include <avr/pgmspace.h>\n#include <stdint.h>\n"
+                    f"#define TINYML_TEST_N {len(x)}\n"
+                    f"static const int8_t tinyml_test_inputs[] PROGMEM = {{{values}}};\n")
+
+
+def compile_avr_objects(model_dir: Path, out_dir: Path, *, fast: bool = True, lang: str = "c++") -> Path:
+    """``tinyml_model.o`` for the ATmega328P; Arduino compiles .cpp files as C++."""
+    obj = out_dir / f"tinyml_model_{lang.replace('+', 'p')}_{int(fast)}.o"
+    compiler = "avr-g++" if lang == "c++" else "avr-gcc"
+    std = ["-x", "c++", "-std=gnu++11"] if lang == "c++" else ["-x", "c", "-std=gnu99"]
+    _run([compiler, *std, *AVR_CFLAGS, *WARNINGS, f"-DTINYML_FAST_KERNELS={int(fast)}", "-I", model_dir,
+          "-c", model_dir / "tinyml_model.cpp", "-o", obj])
+    return obj
+
+
+def compile_avr(model_dir: Path, out_dir: Path, x: np.ndarray, *, fast: bool = True) -> Path:
+    """ELF of the simavr driver running the model on the rows ``x``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_vectors(out_dir / "test_vectors.h", x)
+    model_obj = compile_avr_objects(model_dir, out_dir, fast=fast)
+    driver_obj = out_dir / "avr_driver.o"
+    _run(["avr-gcc", "-std=gnu99", *AVR_CFLAGS, *WARNINGS, "-I", model_dir, "-I", out_dir,
+          "-c", HERE / "avr_driver.c", "-o", driver_obj])
+    elf = out_dir / f"driver_{int(fast)}.elf"
+    _run(["avr-gcc", *AVR_LDFLAGS, model_obj, driver_obj, "-o", elf])
+    return elf
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_simavr(elf: Path, n_outputs: int, *, timeout: float = 120) -> tuple[np.ndarray, np.ndarray]:
+    """Run the AVR driver in simavr: (int8 outputs [n, n_outputs], cycles per inference [n])."""
+    result = subprocess.run([*SIMAVR, str(elf)], capture_output=True, timeout=timeout)
+    # simavr prints each UART line (to stderr) wrapped in colour codes, '\n' shown as '.'
+    text = _ANSI.sub("", result.stderr.decode("ascii", "replace") + result.stdout.decode("ascii", "replace"))
+    lines = [line.strip().rstrip(".") for line in text.splitlines()]
+    if "done" not in lines:
+        raise AssertionError(f"simavr run of {elf.name} did not finish:\n{text[-2000:]}")
+    errors = [line for line in lines if line.startswith("e ")]
+    if errors:
+        raise AssertionError(f"tinyml_model_invoke failed in simavr: {errors[:3]}")
+    rows = [list(map(int, line.split()[1:])) for line in lines if line.startswith("v ")]
+    data = np.asarray(rows, dtype=np.int64)
+    return data[:, :n_outputs], data[:, n_outputs]
+
+
+def avr_size(obj: Path) -> dict[str, int]:
+    """text/data/bss bytes of an AVR object or ELF (avr-size, Berkeley format)."""
+    out = _run(["avr-size", "-B", obj]).stdout.splitlines()
+    text, data, bss = (int(v) for v in out[1].split()[:3])
+    return {"text": text, "data": data, "bss": bss}
+
+
+def input_rows(n_inputs: int, seed: int = 0, extra: int = 0) -> np.ndarray:
+    """Every int8 value at every input position (row v holds (v + 37*d) mod 256 - 128 at
+    input d), plus ``extra`` random rows. For one input: the 256 values in order."""
+    v = np.arange(256)[:, None]
+    d = np.arange(n_inputs)[None, :]
+    rows = (v + 37 * d) % 256 - 128
+    if extra:
+        rng = np.random.default_rng(seed)
+        rows = np.concatenate([rows, rng.integers(-128, 128, size=(extra, n_inputs))])
+    return rows.astype(np.int64)
