@@ -337,3 +337,64 @@ def test_render_replaces_the_folder_whole(tflite_models, tmp_path):
                                 tmp_path, **kw)
     assert (target / "tinyml_hp.ino").is_file()  # the old sketch survives a failed generation
     assert [p.name for p in tmp_path.iterdir()] == ["tinyml_hp"]
+
+
+@needs_gxx
+@needs_protocol
+def test_flash_sequence_rehearsal(tflite_models, tmp_path, monkeypatch):
+    """The whole real-board sequence, with stand-ins only where hardware would be.
+
+    generate -> check core/library -> compile -> release the link -> upload ->
+    find the port -> open it -> Link banner -> check the model hash -> 256 raw
+    codes. arduino-cli is the replaying stand-in (tests/fake_arduino_cli); the
+    "board" is the generated sketch built on the host with the stub TFLM,
+    serving a real pseudo-terminal; the Link, the ports helpers and pyserial
+    are real.
+    """
+    import os
+    import tty
+
+    from ipytinyml import ports
+    from ipytinyml.link import Link
+    from ipytinyml.toolchain import arduino_cli as ac
+    from ipytinyml.toolchain import discovery
+
+    fake = Path(__file__).resolve().parent / "fake_arduino_cli" / "arduino-cli"
+    monkeypatch.delenv("FAKE_ARDUINO_CLI", raising=False)
+    cli = ac.ArduinoCli(fake)
+    exe, plan = _host_board(tflite_models["int8"], tmp_path / "host")
+    model = read_tflite(tflite_models["int8"])
+
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo or newline mangling between the board and the host
+    device = tmp_path / "ttyACM0"
+    device.symlink_to(os.ttyname(slave))
+    os.close(slave)  # only the Link opens the board side
+    board = None
+    try:
+        ports_seen = discovery.parse_board_list(cli.board_list())
+        target = discovery.find_board("nano33ble", str(device), ports=ports_seen)
+        assert target.runtime == "tflm"
+        sketch = tflm.render_tflm_sketch(tflite_models["int8"].read_bytes(), plan, tmp_path / "fw",
+                                         sketch_name="tinyml_hp", board_name="nano33ble",
+                                         model_hash=model.model_hash, input_label="horsepower",
+                                         output_label="mpg", arena_bytes=1400)
+        cli.check_ready(target.fqbn, library=tflm.library_for_header(tflm.DEFAULT_HEADER),
+                        header=tflm.DEFAULT_HEADER)
+        built = cli.compile(sketch, target.fqbn, tmp_path / "build")
+        assert built.flash_bytes > 0
+        old_link = ports.open_serial(str(device))  # a link from a previous flash
+        _, port = ac.upload_and_reacquire(cli, target.port, target.fqbn, tmp_path / "build",
+                                          identity=target.identity, release=old_link)
+        assert not old_link.is_open and port == str(device)
+        board = subprocess.Popen([str(exe)], stdin=master, stdout=master)  # the sketch boots
+        with Link(ports.open_when_ready(port, identity=target.identity)) as link:
+            info = link.check_model(model.model_hash)
+            assert (info.runtime, info.board, info.arena) == ("tflm", "nano33ble", 1400)
+            codes = list(range(-128, 128))
+            assert [row[0] for row in link.predict_raw(codes).raw] == codes
+    finally:
+        if board is not None:
+            board.kill()
+            board.wait()
+        os.close(master)

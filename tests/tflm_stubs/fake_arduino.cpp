@@ -1,6 +1,8 @@
 // Test stub: Serial on stdin/stdout and the sketch's main(), so a generated
 // sketch runs on the host. read() blocks for the next byte and ends the
-// program (exit 0) at the end of stdin.
+// program (exit 0) at the end of stdin. When stdin is a pty master whose
+// slave side nobody has open yet (EIO), it waits for a host instead.
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -17,8 +19,15 @@ int StubSerial::available() { return 0; }
 int StubSerial::read() {
   unsigned char c;
   fflush(stdout);
-  if (::read(0, &c, 1) != 1) exit(0);
-  return c;
+  for (;;) {
+    ssize_t n = ::read(0, &c, 1);
+    if (n == 1) return c;
+    if (n < 0 && (errno == EIO || errno == EINTR)) {
+      usleep(10000);
+      continue;
+    }
+    exit(0);
+  }
 }
 
 size_t StubSerial::write(uint8_t c) { return fputc(c, stdout) == EOF ? 0 : 1; }
