@@ -1,0 +1,210 @@
+"""Native runtime on the virtual ATmega328P: cycles per inference, flash and RAM.
+
+Trains the AutoMPG models (horsepower -> mpg, TF tutorial split; 1->64->1 and
+1->32->16->1, as tests/conftest.py does), converts them to int8 (per-tensor and
+per-channel Dense), generates the native C and runs it in simavr on every int8
+input, timing each ``tinyml_model_invoke`` with Timer1 (CPU cycles, 16 MHz).
+
+Reported per model:
+
+- cycles per inference, mean/min/max over the 256 inputs, for the fast kernel
+  (``TINYML_FAST_KERNELS=1``, the default on AVR) and the reference port of
+  TFLM (``=0``: int64 arithmetic, the "straightforward" kernel);
+- a naive float32 MLP of the same shape (weights in flash, ``float`` math) for
+  scale: what the brief calls a plain float loop;
+- flash (text + data) and RAM (data + bss) of the model's object file, and
+  flash of everything linked in for it (libgcc helpers included), measured as
+  the difference between a program calling ``tinyml_model_invoke`` and the same
+  program without it. avr-gcc 5.4 -Os -mmcu=atmega328p.
+
+Every run also checks that both kernels gave the same outputs as
+``quant.evaluate_plan``.
+
+    python benchmarks/bench_native_cycles.py [--epochs 300] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "native_driver"))
+
+import harness  # noqa: E402
+
+MODELS = {"1->64->1": [64], "1->32->16->1": [32, 16]}
+
+FLOAT_MLP = r"""
+#include <avr/pgmspace.h>
+#include <stdint.h>
+#include "tinyml_model.h"
+{tables}
+static float layer_buf[2][{width}];
+int tinyml_model_invoke(const int8_t *input, int8_t *output)
+{{
+    const float *x = layer_buf[1];
+    float *y = layer_buf[0];
+    uint16_t i, j;
+    layer_buf[1][0] = (float)input[0];
+{layers}
+    output[0] = x[0] > 0 ? 1 : 0;
+    return 0;
+}}
+"""
+
+FLOAT_LAYER = r"""
+    for (i = 0; i < {n_out}; ++i) {{
+        float s = pgm_read_float(&b{k}[i]);
+        for (j = 0; j < {n_in}; ++j) s += pgm_read_float(&w{k}[i * {n_in} + j]) * x[j];
+        y[i] = {act};
+    }}
+    {{ const float *t = x; x = y; y = (float *)t; }}
+"""
+
+MINIMAL_MAIN = r"""
+#include <stdint.h>
+#include "tinyml_model.h"
+volatile int8_t sink[TINYML_N_INPUTS + TINYML_N_OUTPUTS];
+int main(void)
+{
+    int8_t in[TINYML_N_INPUTS], out[TINYML_N_OUTPUTS];
+    uint8_t i;
+    for (i = 0; i < TINYML_N_INPUTS; ++i) in[i] = sink[i];
+#ifdef WITH_MODEL
+    tinyml_model_invoke(in, out);
+#else
+    for (i = 0; i < TINYML_N_OUTPUTS; ++i) out[i] = in[0];
+#endif
+    for (i = 0; i < TINYML_N_OUTPUTS; ++i) sink[i] = out[i];
+    return 0;
+}
+"""
+
+
+def train_models(epochs: int) -> dict:
+    from ipytinyml.data import load_data
+    from ipytinyml import training
+    import keras
+
+    d = load_data("autompg", ["horsepower"], "mpg", seed=0)
+    models = {}
+    for name, hidden in MODELS.items():
+        training.seed_everything(0)
+        norm = keras.layers.Normalization(axis=-1)
+        norm.adapt(d.train_x)
+        layers = [keras.Input((1,)), norm] + [keras.layers.Dense(u, activation="relu") for u in hidden]
+        model = keras.Sequential(layers + [keras.layers.Dense(1)])
+        training.fit(model, d.train_x, d.train_y, epochs=epochs)
+        models[name] = (model, d.train_x)
+    return models
+
+
+def float_mlp(plan, folder: Path) -> Path:
+    """A float32 MLP with the plan's shape (dequantized weights), for scale only."""
+    tables, layers = [], []
+    for k, layer in enumerate(plan.layers):
+        w = layer.weights.astype(np.float32) * np.float32(0.01)
+        b = layer.bias.astype(np.float32) * np.float32(1e-4)
+        tables.append(f"static const float w{k}[] PROGMEM = {{{', '.join(f'{float(v):.8e}f' for v in w.ravel())}}};")
+        tables.append(f"static const float b{k}[] PROGMEM = {{{', '.join(f'{float(v):.8e}f' for v in b)}}};")
+        act = "s > 0 ? s : 0" if layer.activation != "NONE" else "s"
+        layers.append(FLOAT_LAYER.format(k=k, n_in=layer.n_in, n_out=layer.n_out, act=act))
+    width = max(max(l.n_in, l.n_out) for l in plan.layers)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tinyml_model.h").write_text(
+        (folder.parent / "model" / "tinyml_model.h").read_text())
+    (folder / "tinyml_model.cpp").write_text(
+        FLOAT_MLP.format(tables="\n".join(tables), width=width, layers="".join(layers)))
+    return folder
+
+
+def linked_flash(model_dir: Path, work: Path, fast: bool) -> int:
+    """Flash the model adds to a minimal program (its code, tables and libgcc helpers)."""
+    work.mkdir(parents=True, exist_ok=True)
+    main = work / "minimal.c"
+    main.write_text(MINIMAL_MAIN)
+    obj = harness.compile_avr_objects(model_dir, work, fast=fast)
+    sizes = []
+    for with_model in (True, False):
+        elf = work / f"minimal_{int(with_model)}_{int(fast)}.elf"
+        flags = ["-DWITH_MODEL"] if with_model else []
+        harness._run(["avr-gcc", "-std=gnu99", *harness.AVR_CFLAGS, *flags, "-I", model_dir, main,
+                      *([obj] if with_model else []), *harness.AVR_LDFLAGS, "-o", elf])
+        s = harness.avr_size(elf)
+        sizes.append(s["text"] + s["data"])
+    return sizes[0] - sizes[1]
+
+
+def measure(name: str, variant: str, tflite: bytes, work: Path) -> dict:
+    from ipytinyml import quant
+    from ipytinyml.codegen import native
+
+    plan = quant.plan_from_model(tflite)
+    model_dir = work / "model"
+    native.generate_native(plan, model_dir, model_hash="0" * 12)
+    x = harness.input_rows(1)
+    want = quant.evaluate_plan(plan, x).astype(np.int64)
+    row = {"model": name, "variant": variant,
+           "kernels": [k.kind for k in native.plan_kernels(plan)]}
+    for fast in (True, False):
+        got, cycles = harness.run_simavr(harness.compile_avr(model_dir, work / f"avr{int(fast)}", x, fast=fast),
+                                         plan.n_outputs)
+        key = "fast" if fast else "reference"
+        row[key] = {"cycles_mean": float(cycles.mean()), "cycles_min": int(cycles.min()),
+                    "cycles_max": int(cycles.max()), "mismatches": int((got != want).sum())}
+        obj = harness.compile_avr_objects(model_dir, work, fast=fast)
+        size = harness.avr_size(obj)
+        row[key].update(flash_object=size["text"] + size["data"], ram=size["data"] + size["bss"],
+                        flash_linked=linked_flash(model_dir, work / f"link{int(fast)}", fast))
+    _, cycles = harness.run_simavr(harness.compile_avr(float_mlp(plan, work / "float"), work / "avrf", x),
+                                   plan.n_outputs)
+    row["float_mlp"] = {"cycles_mean": float(cycles.mean())}
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=300, help="training steps per model (default 300)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    if not harness.have("avr-gcc", "avr-g++", "simavr", "avr-size"):
+        print("needs avr-gcc, avr-g++, avr-size and simavr (Debian: gcc-avr avr-libc simavr)")
+        return 1
+    from ipytinyml.convert import convert
+
+    rows = []
+    for name, (model, train_x) in train_models(args.epochs).items():
+        for variant, options in (("per-tensor", {}), ("per-channel", {"per_channel": True})):
+            tflite = convert(model, "int8", train_x, int8_io=True, **options)
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(measure(name, variant, tflite, Path(tmp)))
+
+    print("Native runtime, ATmega328P in simavr (avr-gcc 5.4 -Os), cycles per inference over the "
+          "256 int8 inputs")
+    print(f"{'model':14s} {'Dense':11s} {'fast mean':>9s} {'min':>6s} {'max':>6s} {'reference':>9s} "
+          f"{'speed-up':>8s} {'float MLP':>9s} {'flash obj':>9s} {'linked':>6s} {'RAM':>4s} "
+          f"{'ref flash':>9s}  kernels")
+    for r in rows:
+        f, ref = r["fast"], r["reference"]
+        assert f["mismatches"] == 0 and ref["mismatches"] == 0, r
+        print(f"{r['model']:14s} {r['variant']:11s} {f['cycles_mean']:9.0f} {f['cycles_min']:6d} "
+              f"{f['cycles_max']:6d} {ref['cycles_mean']:9.0f} {ref['cycles_mean'] / f['cycles_mean']:7.1f}x "
+              f"{r['float_mlp']['cycles_mean']:9.0f} {f['flash_object']:9d} {f['flash_linked']:6d} "
+              f"{f['ram']:4d} {ref['flash_linked']:9d}  {' '.join(r['kernels'])}")
+    print("flash obj: text+data of tinyml_model.o; linked: flash added to a minimal program "
+          "(helpers included); RAM: data+bss (activation buffers; the stack is not counted)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
