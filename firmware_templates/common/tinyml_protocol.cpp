@@ -271,19 +271,62 @@ static int8_t big_cmp(void)
     return 0;
 }
 
-/* R / V * 2^x (R > 0) rounded to float32, ties to even: the mantissa in
- * f_mant (2^23 <= f_mant < 2^24) and the exponent returned (> 127 means it
- * rounds to infinity). Below 2^-126 f_mant is 0: subnormals flush to zero,
- * which changes no QUANTIZE result for any scale >= 2^-125. */
-static int16_t big_round(int16_t x)
+/* Round the 25-bit quotient m (24 bits and a round bit) with the sticky
+ * remainder flag to float32, ties to even: f_mant (2^23 <= f_mant < 2^24)
+ * and the exponent returned (> 127: rounds to infinity). Below 2^-126
+ * f_mant is 0: subnormals flush to zero, which changes no QUANTIZE result
+ * for any scale >= 2^-125. */
+static int16_t round_mantissa(uint32_t m, uint8_t sticky, int16_t x)
+{
+    if ((m & 1) && ((m & 2) || sticky))
+        m += 2;
+    m >>= 1;
+    if (m >> 24) {
+        m >>= 1;
+        x++;
+    }
+    f_mant = x < -126 ? 0 : m;
+    return x;
+}
+
+/* r / v * 2^x rounded to float32 (see round_mantissa), for 0 < r, v < 2^30:
+ * the common case, in 32-bit registers. */
+static int16_t small_round(uint32_t r, uint32_t v, int16_t x)
+{
+    uint32_t m = 0;
+    for (; r >= v; x++)
+        v <<= 1;
+    for (; r < v; x--)
+        r <<= 1;
+    /* now v <= r < 2v: 24 quotient bits and a round bit by long division */
+    for (uint8_t i = 0; i < 25; i++) {
+        m <<= 1;
+        if (r >= v) {
+            r -= v;
+            m |= 1;
+        }
+        r <<= 1;
+    }
+    return round_mantissa(m, r != 0, x);
+}
+
+static uint32_t big_u32(const uint8_t *a)
+{
+    return a[0] | (uint16_t)a[1] << 8 | (uint32_t)a[2] << 16 | (uint32_t)a[3] << 24;
+}
+
+/* R / V (R > 0) rounded to float32 (see round_mantissa). */
+static int16_t big_round(void)
 {
     uint32_t m = 0;
     uint8_t i, sticky = 0;
+    int16_t x = 0;
+    if (big_n <= 4 && BIG_R[3] < 0x40 && BIG_V[3] < 0x40)
+        return small_round(big_u32(BIG_R), big_u32(BIG_V), 0);
     for (; big_cmp() >= 0; x++)
         big_mul_add(BIG_V, 2, 0);
     for (; big_cmp() < 0; x--)
         big_mul_add(BIG_R, 2, 0);
-    /* now V <= R < 2V: 24 quotient bits and a round bit by long division */
     for (i = 0; i < 25; i++) {
         m <<= 1;
         if (big_cmp() >= 0) {
@@ -299,15 +342,7 @@ static int16_t big_round(int16_t x)
     }
     for (i = 0; i < big_n; i++)
         sticky |= BIG_R[i];
-    if ((m & 1) && ((m & 2) || sticky))
-        m += 2;
-    m >>= 1;
-    if (m >> 24) {
-        m >>= 1;
-        x++;
-    }
-    f_mant = x < -126 ? 0 : m;
-    return x;
+    return round_mantissa(m, sticky, x);
 }
 
 /* TFLite QUANTIZE of the float32 f_*: t = x / scale rounded to float32,
@@ -315,20 +350,10 @@ static int16_t big_round(int16_t x)
  * saturates (TFLite's cast to int32 is undefined beyond 2^31). */
 static int8_t quantize(void)
 {
-    int16_t x = f_exp;
-    const uint32_t ms = F32_MANT(TINYML_INPUT_SCALE_BITS);
-    uint32_t m = f_mant;
-    int16_t r = 0;
-    if (m) {
-        big_clear();
-        BIG_R[0] = (uint8_t)m;
-        BIG_R[1] = (uint8_t)(m >> 8);
-        BIG_R[2] = (uint8_t)(m >> 16);
-        BIG_V[0] = (uint8_t)ms;
-        BIG_V[1] = (uint8_t)(ms >> 8);
-        BIG_V[2] = (uint8_t)(ms >> 16);
-        big_n = 3;
-        x = big_round((int16_t)(x - F32_EXP(TINYML_INPUT_SCALE_BITS)));
+    int16_t x, r = 0;
+    if (f_mant) {
+        x = small_round(f_mant, F32_MANT(TINYML_INPUT_SCALE_BITS),
+                        (int16_t)(f_exp - F32_EXP(TINYML_INPUT_SCALE_BITS)));
         /* |t| = f_mant * 2^(x - 23); round half away: (|t| * 2 + 1) / 2 */
         if (x >= 8)
             r = 256;
@@ -423,7 +448,7 @@ static uint8_t parse_value(char cmd, int8_t *q)
             big_mul_add(BIG_R, 10, 0);  /* R = D * 10^e10 */
         for (; e10 < 0; e10++)
             big_mul_add(BIG_V, 10, 0);  /* V = 10^-e10 */
-        f_exp = big_round(0);
+        f_exp = big_round();
         if (f_exp > 127)
             return E_RANGE;             /* rounds to infinity */
     }
@@ -446,7 +471,7 @@ static uint8_t value(char cmd, int8_t *q)
 static uint8_t run_values(char cmd)
 {
     const char *start = cur;
-    uint8_t rc, pass, count = 0, k = 0, o = 0;
+    uint8_t rc, count = 0, k = 0, o = 0;
     int8_t q = 0;
 #if TINYML_PORT_HAS_CYCLES
     uint32_t cycles = 0;
@@ -456,36 +481,45 @@ static uint8_t run_values(char cmd)
 #define US us
 #endif
 
-    /* pass 0: every value valid, count a multiple of the inputs;
-     * pass 1: quantize again and run the model */
-    for (pass = 0; pass < 2; pass++) {
-        for (cur = start; skip_seps();) {
-            rc = value(cmd, &q);
-            if (pass == 0) {
-                if (rc)
-                    return rc;
-                count++;
-                continue;
-            }
-            in_q[k] = q;
-            if (++k == N_IN) {
-                k = 0;
-#if TINYML_PORT_HAS_CYCLES
-                tinyml_port_cycles_begin();
-                rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
-                cycles += tinyml_port_cycles_end();
-#else
-                t0 = tinyml_port_micros();
-                rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
-                us += tinyml_port_micros() - t0;
-#endif
-                if (rc)
-                    return E_MODEL;
-                o = (uint8_t)(o + N_OUT);
-            }
+    /* pass 1: every value valid, count a multiple of the inputs. For a
+     * request the int8 values are parked in the start of the line buffer,
+     * which the parser has passed (value k goes to line[k]; value k ends
+     * beyond index 5 + 2k); a human line keeps its text for the echo. */
+    for (cur = start; skip_seps(); count++) {
+        rc = value(cmd, &q);
+        if (rc)
+            return rc;
+        if (cmd)
+            line[count] = (char)q;
+    }
+    if (count == 0 || count > MAX_VALUES || count % N_IN)
+        return E_COUNT;
+
+    /* pass 2: run the model on each group of N_IN values */
+    cur = start;
+    for (uint8_t i = 0; i < count; i++) {
+        if (cmd) {
+            q = (int8_t)line[i];
+        } else {
+            skip_seps();
+            value(cmd, &q);             /* human line: quantize again */
         }
-        if (count == 0 || count > MAX_VALUES || count % N_IN)
-            return E_COUNT;
+        in_q[k] = q;
+        if (++k == N_IN) {
+            k = 0;
+#if TINYML_PORT_HAS_CYCLES
+            tinyml_port_cycles_begin();
+            rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
+            cycles += tinyml_port_cycles_end();
+#else
+            t0 = tinyml_port_micros();
+            rc = (uint8_t)tinyml_model_invoke(in_q, out_q + o);
+            us += tinyml_port_micros() - t0;
+#endif
+            if (rc)
+                return E_MODEL;
+            o = (uint8_t)(o + N_OUT);
+        }
     }
 
     /* the answer: "@<id> ok <int8s> us=<n> cyc=<n>" or
