@@ -145,6 +145,8 @@ SYNTHETIC = {
                                    shift=-9, bias_bits=12),
     "scale near 1": dict(seed=17, sizes=[1, 6], per_channel=True, activations=["NONE"], shift=(-1, 1),
                          weight_max=1, bias_bits=5),
+    "reference layer in the middle": dict(seed=21, sizes=[1, 16, 12, 3], per_channel=False,
+                                          activations=["RELU", "RELU6", "NONE"]),
     "degenerate activation range": dict(seed=18, sizes=[3, 5, 2], per_channel=False,
                                         activations=["RELU_N1_TO_1", "NONE"], zero_points=[-128, 40, 0]),
 }
@@ -154,6 +156,9 @@ def _plan(name: str) -> ModelPlan:
     plan = synthetic_plan(**SYNTHETIC[name])
     if name == "degenerate activation range":  # act_min == act_max: every output is that value
         plan = _with(plan, 0, activation_min=40, activation_max=40)
+    if name == "reference layer in the middle":  # fast -> reference -> fast: int8 hand-over both ways
+        middle = plan.layers[1]
+        plan = _with(plan, 1, output_multiplier=-middle.output_multiplier)
     if name == "accumulator wraps":  # sums that leave int32 (TFLM wraps them) in both directions
         bias = plan.layers[0].bias.copy()
         bias[:4] = [2**31 - 1, 2**31 - 400000, -2**31, -2**31 + 400000]
@@ -269,6 +274,8 @@ def test_synthetic_plans_exercise_every_kernel():
     """The exactness tests below are only worth something if every kernel kind runs."""
     kinds = {k.kind for name in SYNTHETIC for k in native.plan_kernels(_plan(name))}
     assert kinds == ALL_KINDS
+    middle = [k.kind for k in native.plan_kernels(_plan("reference layer in the middle"))]
+    assert middle[1] == "reference" and middle[0] != "reference" and middle[2] != "reference"
 
 
 def test_thresholds_agree_with_quant():
@@ -443,7 +450,7 @@ def test_avr_compiles_warning_free(tmp_path):
             job.result()
 
 
-AVR_SYNTHETIC = ["1-16-16-1 relu6 relu", "64-64-2 per-tensor", "wide window per-tensor",
+AVR_SYNTHETIC = ["1-16-16-1 relu6 relu", "reference layer in the middle", "64-64-2 per-tensor", "wide window per-tensor",
                  "medium window 4 inputs", "huge biases", "positive shifts, big accumulators",
                  "3-8-4 per-channel zero points"]
 

@@ -429,7 +429,7 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
     acc_type = _narrowest(values)
     if acc_type is None:
         return reference("offset accumulators that do not fit in int32")
-    if any(not cgen.fits(w.y0, "int16_t") for w in windows):
+    if any(not cgen.fits(w.y0, "int16_t") or not cgen.fits(w.y0 + 128, "int16_t") for w in windows):
         return reference("an output base outside int16")
 
     summary = (f"{kind}, {acc_type} accumulator, "
@@ -466,7 +466,15 @@ def _buffers(plan: ModelPlan) -> list[int]:
     return [s for s in sizes if s]
 
 
-def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffer_out: str) -> dict:
+def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffer_out: str, *,
+                   input_offset_stored: bool, store_offset: bool) -> dict:
+    """Template values for one layer.
+
+    With the fast kernels, a fast layer whose next layer is fast too stores its
+    outputs as ``y - activation_min`` (uint8, what the next dot product
+    multiplies by: ``store_offset``); ``input_offset_stored`` says the previous
+    layer did so.
+    """
     i = kernel.index
     p = f"tinyml_l{i}"
     macro = f"TINYML_L{i}"
@@ -492,9 +500,18 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
         return ctx
     v_type = "uint32_t" if kernel.wide_v else "uint16_t"
     offset_type = _narrowest(kernel.offsets, ("int16_t", "int32_t"))
+    out_bias = layer.activation_min if store_offset else 0
     ctx.update({
         "acc_type": kernel.acc_type, "dot": DOT_FUNCTIONS[kernel.acc_type],
-        "x_min": cgen.int_literal(kernel.x_min), "skip_zero": int(kernel.skip_zero),
+        "x_min": cgen.int_literal(kernel.x_min),
+        "x_bias": cgen.int_literal(0 if input_offset_stored else kernel.x_min & 0xFF, "uint8_t"),
+        "x_bias_note": ("the previous layer stores x - INPUT_MIN" if input_offset_stored
+                        else f"x - ({kernel.x_min}) as a byte"),
+        "out_min": cgen.int_literal(layer.activation_min - out_bias, "int16_t"),
+        "out_max": cgen.int_literal(layer.activation_max - out_bias, "int16_t"),
+        "out_note": ("stored minus ACTIVATION_MIN, for the next layer" if store_offset
+                     else "stored as int8"),
+        "skip_zero": int(kernel.skip_zero),
         "offset_type": offset_type,
         "offset_read": "tinyml_flash_i16" if offset_type == "int16_t" else "tinyml_flash_i32",
         "offsets": cgen.int_array(kernel.offsets, offset_type),
@@ -511,7 +528,8 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
              "u above this: output at the activation maximum"),
             ("A", "uint32_t", [f.a for f in kernel.affine], "slope, < 2^24"),
             ("B", "uint32_t", [f.b for f in kernel.affine], "intercept"),
-            ("Y0", "int16_t", [f.y0 for f in kernel.affine], "output at u = 0, less rounding"),
+            ("Y0", "int16_t", [f.y0 - out_bias for f in kernel.affine],
+             "stored output at u = 0, less rounding"),
         ]
     else:
         ws = kernel.windows
@@ -523,7 +541,7 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
              "2 * ((base * 2^LSHIFT * output_multiplier + 2^30) mod 2^31)"),
             ("G_REM", v_type, [w.g_rem for w in ws], "rounding constant of the final shift"),
             ("H_NEG", v_type, [w.h_neg for w in ws], "h' below this: the high product is < 0"),
-            ("Y0", "int16_t", [w.y0 for w in ws], "output at the window base, less rounding"),
+            ("Y0", "int16_t", [w.y0 - out_bias for w in ws], "stored output at the window base, less rounding"),
             ("LSHIFT", "uint8_t", [w.lshift for w in ws], "max(output_shift, 0)"),
             ("RSHIFT", "uint8_t", [w.rshift for w in ws], "max(-output_shift, 0)"),
         ]
@@ -563,7 +581,10 @@ def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
     for i, (layer, kernel) in enumerate(zip(plan.layers, kernels)):
         buffer_in = "input" if i == 0 else names[(i - 1) % 2]
         buffer_out = "output" if i == n - 1 else names[i % 2]
-        layers.append(_layer_context(layer, kernel, buffer_in, buffer_out))
+        layers.append(_layer_context(
+            layer, kernel, buffer_in, buffer_out,
+            input_offset_stored=i > 0 and kernels[i - 1].fast,
+            store_offset=i < n - 1 and kernels[i + 1].fast))
     context = {
         "model_hash": model_hash,
         "n_inputs": plan.n_inputs, "n_outputs": plan.n_outputs, "n_layers": n,
