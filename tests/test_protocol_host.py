@@ -135,6 +135,15 @@ def test_error_codes_multi_input(exes):
     assert wide[1] == "@1 err 8 model failed"
 
 
+def test_model_error_reason(tmp_path):
+    """A runtime defining TINYML_MODEL_ERROR() (TFLM) gets its reason into error 8."""
+    m = FakeModel(model_error="arena too small")
+    exe = board.build(m, tmp_path / "board_why")
+    lines = check(exe, m, b"!1 r -77\n!2 r 5\n1.2553\n")
+    assert lines[1] == "@1 err 8 model failed: arena too small"
+    assert lines[3] == "#err 8 model failed: arena too small"
+
+
 def test_max_values_per_request(exes):
     for name in ("one", "multi", "wide"):
         m = MODELS[name]
@@ -313,13 +322,17 @@ def test_partial_line_then_eof_is_not_answered(exes):
 
 # -------------------------------------------------------------------- AVR
 
-@pytest.mark.skipif(not avr_uno.available(), reason="needs avr-gcc and arduino-core-avr")
-def test_uno_sketch_builds_warning_free_and_reports_its_cost(tmp_path, exes):
-    """The rendered native sketch + protocol + fake model for arduino:avr:uno,
-    -Wall -Wextra without a warning, and its flash/RAM over a bare Serial
-    echo sketch built the same way."""
+needs_avr = pytest.mark.skipif(not avr_uno.available(), reason="needs avr-gcc and arduino-core-avr")
+HARNESS = ROOT / "ipytinyml" / "toolchain" / "simavr_harness.c"
+
+
+@pytest.fixture(scope="module")
+def uno(tmp_path_factory):
+    """The rendered native sketch + protocol + fake model, built for arduino:avr:uno
+    with -Wall -Wextra, and a bare Serial echo sketch built the same way."""
     jinja2 = pytest.importorskip("jinja2")
-    sketch = tmp_path / "tinyml_sketch"
+    tmp = tmp_path_factory.mktemp("uno")
+    sketch = tmp / "tinyml_sketch"
     sketch.mkdir()
     for f in ("tinyml_protocol.h", "tinyml_protocol.cpp", "tinyml_port.h"):
         shutil.copy(COMMON / f, sketch)
@@ -330,19 +343,87 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(tmp_path, exes):
         board_name="uno", sketch_name="tinyml_sketch", model_hash="0123456789ab")
     assert "{{" not in text and "Do not edit" in text
     (sketch / "tinyml_sketch.ino").write_text(text)
-    bare = tmp_path / "bare"
+    bare = tmp / "bare"
     bare.mkdir()
     (bare / "bare.ino").write_text(
         "void setup() { Serial.begin(115200); }\n"
         "void loop() { int c = Serial.read(); if (c >= 0) Serial.write((uint8_t)c); }\n")
-    core = avr_uno.build_core(tmp_path / "core")
-    elf, warnings = avr_uno.build_sketch(sketch, tmp_path / "build", core)
-    assert warnings.strip() == "", warnings
-    bare_elf, _ = avr_uno.build_sketch(bare, tmp_path / "build_bare", core)
-    flash, ram = avr_uno.sizes(elf)
-    bare_flash, bare_ram = avr_uno.sizes(bare_elf)
+    core = avr_uno.build_core(tmp / "core")
+    elf, warnings = avr_uno.build_sketch(sketch, tmp / "build", core)
+    bare_elf, _ = avr_uno.build_sketch(bare, tmp / "build_bare", core)
+    return {"elf": elf, "warnings": warnings, "sizes": avr_uno.sizes(elf),
+            "bare_sizes": avr_uno.sizes(bare_elf), "tmp": tmp}
+
+
+@needs_avr
+def test_uno_sketch_builds_warning_free_and_reports_its_cost(uno):
+    """Flash/RAM of the protocol (with the tiny fake model) over a bare Serial sketch."""
+    assert uno["warnings"].strip() == "", uno["warnings"]
+    (flash, ram), (bare_flash, bare_ram) = uno["sizes"], uno["bare_sizes"]
     report = {"flash": flash, "ram": ram, "bare_flash": bare_flash, "bare_ram": bare_ram,
               "protocol_flash": flash - bare_flash, "protocol_ram": ram - bare_ram}
     print("uno footprint:", json.dumps(report))
     assert ram - bare_ram <= 200
     assert flash - bare_flash <= 4096  # regression guard; the goal is 3 KB with the model
+
+
+@needs_avr
+def test_uno_sketch_in_simavr_matches_the_spec(uno):
+    """The very Uno ELF in simavr (the project's harness), driven by Link and by raw
+    lines: AVR's 16-bit int and avr-gcc's code give the same bytes as the spec model."""
+    if not HARNESS.exists() or not Path("/usr/include/simavr/sim_avr.h").exists():
+        pytest.skip("needs the simavr harness source and libsimavr headers")
+    import serial
+
+    from ipytinyml.link import Link
+
+    exe = uno["tmp"] / "simavr_harness"
+    r = subprocess.run(["gcc", "-O2", "-o", str(exe), str(HARNESS), "-I/usr/include/simavr",
+                        "-I/usr/include/simavr/parts", "-lsimavr", "-lsimavrparts", "-lelf",
+                        "-lpthread"], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot build the simavr harness: {r.stderr[-300:]}")
+    m = FakeModel(board="uno")
+    proc = subprocess.Popen([str(exe), "--speed", "0", "--wait-open", str(uno["elf"])],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline().decode().split()
+        assert first[:1] == ["PTY"], first
+        with Link(first[1], timeout=5) as lk:
+            assert lk.banner == m.banner()
+            info = lk.last_info
+            assert (info.board, info.max, info.input_scale) == ("uno", 16, m.input_scale)
+            assert 1000 < info.free < 2048
+            values = [v for v in range(-128, 128) if v != m.fail_input]
+            raw = lk.predict_raw(values)
+            assert raw.raw == [[v] for v in values] and raw.cyc > 0
+            # us = cyc / 16 per request, summed over requests
+            assert raw.cyc // 16 - raw.timing.requests <= raw.us <= raw.cyc // 16
+            xs = []
+            for k in range(-130, 130):
+                tie = _f32(float((k + 0.5) * Fraction(m.input_scale)))
+                xs += _neighbours(tie, 1)
+            q = [ref.quantize(x, m.input_scale, m.input_zero_point) for x in xs]
+            keep = [i for i, v in enumerate(q) if v != m.fail_input]
+            assert [row[0] for row in lk.predict([xs[i] for i in keep]).raw] == [q[i] for i in keep]
+        rng = random.Random(11)
+        lines = [b"130", b"1.5, -0  .5e1", b"", b"x" * 100, b"\x00\xff\x01", b"!7 p 0.0246124",
+                 b"!9 r 1 2 3", b"hello", b"0.123456789", b"1e-40", b"3.4028235e38",
+                 b"-3.4028236e38", b"123456789012345678901234567890", b"!1 r" + b" 1" * 17]
+        lines += [_random_line(rng, m) for _ in range(200)]
+        lines = [line.replace(b"\r", b"") for line in lines]
+        want = [ref.normalize(w) for w in ref.board_output(b"".join(x + b"\n" for x in lines), m)]
+        with serial.Serial(first[1], 115200, timeout=5) as ser:  # no reset: no banner this time
+            for line, expected in zip(lines, want[1:]):
+                ser.write(line + b"\n")  # one at a time: an Uno's RX buffer is 64 bytes
+                got = ref.normalize(ser.readline().decode("ascii").rstrip("\r\n"))
+                if expected.startswith("@") and " free=" in expected:
+                    got = got.split(" free=")[0]
+                    expected = expected.split(" free=")[0]
+                assert got == expected, line
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
