@@ -135,15 +135,6 @@ def test_error_codes_multi_input(exes):
     assert wide[1] == "@1 err 8 model failed"
 
 
-def test_model_error_reason(tmp_path):
-    """A runtime defining TINYML_MODEL_ERROR() (TFLM) gets its reason into error 8."""
-    m = FakeModel(model_error="arena too small")
-    exe = board.build(m, tmp_path / "board_why")
-    lines = check(exe, m, b"!1 r -77\n!2 r 5\n1.2553\n")
-    assert lines[1] == "@1 err 8 model failed: arena too small"
-    assert lines[3] == "#err 8 model failed: arena too small"
-
-
 def test_max_values_per_request(exes):
     for name in ("one", "multi", "wide"):
         m = MODELS[name]

@@ -149,7 +149,6 @@ static void put_id(void)
 static void put_error(uint8_t code)
 {
     const char *text = err_texts;
-    uint8_t skip = code;
     if (has_id) {
         put_id();
         PUT("err ");
@@ -158,21 +157,10 @@ static void put_error(uint8_t code)
     }
     put_c((char)('0' + code));
     put_c(' ');
-    while (--skip)
+    while (--code)
         while (TINYML_FLASH_BYTE(text++) != 0) {
         }
     put_flash(text);
-#ifdef TINYML_MODEL_ERROR
-    /* a runtime that knows why it cannot run (TFLM) says so: "model failed: <why>" */
-    if (code == E_MODEL) {
-        const char *why = TINYML_MODEL_ERROR();
-        if (why) {
-            PUT(": ");
-            while (*why)
-                put_c(*why++);
-        }
-    }
-#endif
     put_eol();
 }
 

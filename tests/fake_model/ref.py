@@ -54,7 +54,6 @@ class FakeModel:
     fail_input: int = -77
     board: str = "host"
     cycles: bool = True
-    model_error: str | None = None  # TINYML_MODEL_ERROR() text, as a TFLM runtime gives it
 
     def defines(self) -> list[str]:
         return [
@@ -71,7 +70,7 @@ class FakeModel:
             f"-DTINYML_ARENA_BYTES={self.arena}",
             f"-DFAKE_FAIL_INPUT=({self.fail_input})",
             f"-DTINYML_PORT_HAS_CYCLES={int(self.cycles)}",
-        ] + ([f'-DTINYML_MODEL_ERROR()=("{self.model_error}")'] if self.model_error else [])
+        ]
 
     @property
     def input_scale(self) -> float:
@@ -258,8 +257,7 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
 
     def err(code: int) -> str:
         head = f"@{rid} err" if rid is not None else "#err"
-        why = f": {model.model_error}" if code == 8 and model.model_error else ""
-        return f"{head} {code} {ERRORS[code]}{why}"
+        return f"{head} {code} {ERRORS[code]}"
 
     if overflow:
         return err(1)
