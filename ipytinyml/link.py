@@ -234,6 +234,27 @@ def dequantize(q: int, scale: float, zero_point: int) -> float:
     return struct.unpack("<f", struct.pack("<f", scale * (q - zero_point)))[0]
 
 
+def quantize(x: float, scale: float, zero_point: int) -> int:
+    """TFLite QUANTIZE float -> int8, exactly as the board does it.
+
+    ``round_half_away(float32(float32(x) / scale)) + zero_point``, clamped.
+    Dividing two float32 values in float64 and rounding to float32 gives the
+    correctly rounded float32 quotient (53 >= 2 * 24 + 2: double rounding is
+    innocuous for division), so this matches an IEEE float32 division.
+    """
+    x32 = float32(x)
+    try:
+        t = struct.unpack("<f", struct.pack("<f", x32 / scale))[0]
+    except OverflowError:
+        t = math.copysign(math.inf, x32)
+    if abs(t) >= 256:
+        r = 256 if t > 0 else -256
+    else:
+        r = int(math.floor(abs(t) + 0.5))
+        r = -r if t < 0 else r
+    return max(-128, min(127, r + zero_point))
+
+
 def _int8(v) -> int:
     try:
         i = int(v) if isinstance(v, numbers.Integral) else None
@@ -592,9 +613,10 @@ class Link:
         self._write(line, "sending a request")
         return self._await(rid, line.decode().strip())[0]
 
-    def _chunks(self, tokens: list[str], n_in: int, max_values: int) -> list[list[str]]:
+    def _chunks(self, tokens: list[str], n_in: int, max_values: int) -> list[list[str]] | None:
         """Split tokens into requests of whole inferences, at most max_values each,
-        short enough to pipeline (SEND_LIMIT) or at least within LINE_MAX."""
+        short enough to pipeline (SEND_LIMIT) or at least within LINE_MAX; None
+        if one inference does not fit in a line."""
         head = len("!65535 p") + 1  # worst-case id width, plus "\n"
         chunks, i = [], 0
         while i < len(tokens):
@@ -604,33 +626,49 @@ class Link:
                 if count and size + add > SEND_LIMIT:
                     break
                 if size + add > LINE_MAX + 1:
-                    raise DataError(f"{n_in} value(s) do not fit in one {LINE_MAX}-character "
-                                    "request line; send fewer digits")
+                    return None
                 size += add
                 count += n_in
             chunks.append(tokens[i:i + count])
             i += count
         return chunks
 
-    def _tokens(self, command: str, values) -> list[str]:
+    def _plan(self, command: str, values) -> tuple[str, list[list[str]], int]:
+        """(command, request chunks, token count) for values.
+
+        Floats for which one inference's decimals do not fit in a 79-character
+        line (many inputs with many digits) are quantized on the host, exactly
+        as the board would (``quantize``), and sent as a raw request.
+        """
         info = self._info
         flat = _flatten(values, info.n_in)
+        limit = max(info.n_in, info.max)
         if command == "p":
-            return [format_float32(float32(v)) for v in flat]
-        if command == "r":
-            return [str(_int8(v)) for v in flat]
-        raise ValueError(f"command must be 'p' or 'r', not {command!r}")
+            tokens = [format_float32(float32(v)) for v in flat]
+            chunks = self._chunks(tokens, info.n_in, limit)
+            if chunks is not None:
+                return "p", chunks, len(tokens)
+            command = "r"
+            flat = [quantize(v, info.input_scale, info.input_zero_point) for v in flat]
+        if command != "r":
+            raise ValueError(f"command must be 'p' or 'r', not {command!r}")
+        tokens = [str(_int8(v)) for v in flat]
+        chunks = self._chunks(tokens, info.n_in, limit)
+        if chunks is None:
+            raise DataError(f"the model's {info.n_in} inputs do not fit in one "
+                            f"{LINE_MAX}-character request line even as int8 values")
+        return "r", chunks, len(tokens)
 
     def request_values(self, command: str, values) -> tuple[list[int], Timing]:
         """Run values through the model: ``p`` floats (quantized on the board) or ``r`` int8s.
 
         Values are split into requests of at most ``max`` values and sent
         pipelined. Returns the flat int8 outputs (n_out per inference) and the
-        timing of the whole batch.
+        timing of the whole batch. (Floats too long to fit one inference in a
+        line are quantized on the host and sent as ``r``, with the same result.)
         """
         info = self._info
-        tokens = self._tokens(command, values)
-        chunks = self._chunks(tokens, info.n_in, max(info.n_in, info.max))
+        command, chunks, n_tokens = self._plan(command, values)
         start = time.monotonic()
         pending: deque = deque()   # (rid, line, n_values)
         window = 0                 # bytes of pending requests but the oldest
@@ -672,7 +710,7 @@ class Link:
                 raise LinkError(f"garbled timing in an answer from {self.port}: {ans.fields}") \
                     from exc
             outputs.extend(ans.values)
-        inferences = len(tokens) // info.n_in
+        inferences = n_tokens // info.n_in
         self._answer_bytes = (rx, len(chunks), len(outputs))
         return outputs, Timing(device_us=us, cycles=cycles if have_cycles else None,
                                inferences=inferences, requests=len(chunks),
@@ -705,10 +743,9 @@ class Link:
         (5 bytes per output, 28 per answer). 10 bits per byte (8N1).
         """
         info = self._info
-        tokens = self._tokens(command, values)
-        chunks = self._chunks(tokens, info.n_in, max(info.n_in, info.max))
+        command, chunks, n_tokens = self._plan(command, values)
         tx = sum(len(format_request(self._next_id, command, c)) for c in chunks)
-        n = len(tokens) // info.n_in
+        n = n_tokens // info.n_in
         rx_bytes, answers, outputs = self._answer_bytes
         if answers and outputs:
             per_answer = 28.0

@@ -287,6 +287,28 @@ def test_predict_accepts_rows_numpy_and_scalars(multi_exe):
         assert lk.predict(np.float32(130)).raw == [[127]]
 
 
+def test_long_float_rows_are_quantized_on_the_host(tmp_path):
+    """8 inputs of 9 significant digits do not fit a 79-character 'p' line: Link
+    quantizes them itself (exactly) and sends 'r', with the same outputs."""
+    many = FakeModel(n_in=8, n_out=2, cycles=False, fail_input=127)  # never reached here
+    exe = board.build(many, tmp_path / "many")
+    rng = random.Random(2)
+    rows = [[rng.uniform(-3, 3) for _ in range(8)] for _ in range(20)]
+    with board.PtyBoard(exe, wait_open=True, boot_ms=50) as b, Link(b.path) as lk:
+        r = lk.predict(rows)
+        q = [[ref.quantize(float(np.float32(x)), many.input_scale, -128) for x in row] for row in rows]
+        assert r.raw == [many.invoke(row) for row in q]
+        short = [[round(x, 1) for x in row] for row in rows]  # these fit: sent as 'p'
+        assert lk.predict(short).raw == lk.predict_raw(
+            [[linkmod.quantize(x, many.input_scale, -128) for x in row] for row in short]).raw
+
+
+def test_host_quantize_matches_the_board(link):
+    xs = _ties_and_neighbours(MODEL.input_scale) + [1e30, -1e30, 0.0, 3.4e38]
+    want = [linkmod.quantize(x, MODEL.input_scale, MODEL.input_zero_point) for x in xs]
+    assert want == [ref.quantize(float(np.float32(x)), MODEL.input_scale, -128) for x in xs]
+
+
 def test_bad_values_raise_before_sending(link):
     for bad in (float("nan"), float("inf"), 1e39, "abc"):
         with pytest.raises(DataError):
