@@ -591,6 +591,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	avr_init(g_avr);
+	g_avr->log = LOG_ERROR;     /* simavr 1.6 defaults to LOG_OUTPUT: crash reasons are errors */
 	patch_timer_modes(g_avr);
 	fw.frequency = (uint32_t)freq;
 	avr_load_firmware(g_avr, &fw);
