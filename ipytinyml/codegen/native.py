@@ -512,9 +512,6 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
         "out_note": ("stored minus ACTIVATION_MIN, for the next layer" if store_offset
                      else "stored as int8"),
         "skip_zero": int(kernel.skip_zero),
-        "offset_type": offset_type,
-        "offset_read": "tinyml_flash_i16" if offset_type == "int16_t" else "tinyml_flash_i32",
-        "offsets": cgen.int_array(kernel.offsets, offset_type),
         "v_type": v_type, "v_bits": v_type[4:6],
         "u_type": "uint16_t" if kernel.kind == "window16" else "uint32_t",
         "high": {"window16": "tinyml_high32_u16", "window24": "tinyml_high32_u24"}.get(
@@ -522,18 +519,21 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
         "h_type": "uint16_t" if kernel.kind == "window16" else "uint32_t",
     })
     u_max_type = _narrowest([w.u_max for w in kernel.windows], ("int16_t", "int32_t"))
+    offset = ("OFFSET", offset_type, list(kernel.offsets),
+              "bias + sum(weights) * (INPUT_MIN + INPUT_OFFSET) - window base, saturated")
     if kernel.kind == "affine16":
-        fields = [
+        fields = [offset,
             ("U_MAX", u_max_type, [w.u_max for w in kernel.windows],
              "u above this: output at the activation maximum"),
-            ("A", "uint32_t", [f.a for f in kernel.affine], "slope, < 2^24"),
+            ("A_LO", "uint16_t", [f.a & 0xFFFF for f in kernel.affine], "slope A, low 16 bits"),
+            ("A_HI", "uint8_t", [f.a >> 16 for f in kernel.affine], "slope A, bits 16..23"),
             ("B", "uint32_t", [f.b for f in kernel.affine], "intercept"),
             ("Y0", "int16_t", [f.y0 - out_bias for f in kernel.affine],
              "stored output at u = 0, less rounding"),
         ]
     else:
         ws = kernel.windows
-        fields = [
+        fields = [offset,
             ("U_MAX", u_max_type, [w.u_max for w in ws],
              "u above this: output at the activation maximum"),
             ("MULT2", "uint32_t", [2 * w.mult for w in ws], "2 * output_multiplier"),
@@ -551,17 +551,20 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
         text = cgen.int_literal(value, ctype)
         return text.rstrip("U") if ctype == "uint8_t" else text
 
+    # (per-tensor windows are listed once; repeat them for every channel)
+    fields = [(name, ctype, values * (layer.n_out // len(values)), note)
+              for name, ctype, values, note in fields]
     uniform = [f for f in fields if len(set(f[2])) == 1]
     varying = [f for f in fields if len(set(f[2])) > 1]
     ctx["constants"] = [(name, literal(values[0], ctype), note) for name, ctype, values, note in uniform]
     ctx["e"] = {name: f"{macro}_{name}" for name, _, _, _ in uniform}
     read = {"int16_t": "tinyml_flash_i16", "int32_t": "tinyml_flash_i32",
             "uint16_t": "tinyml_flash_u16", "uint32_t": "tinyml_flash_u32", "uint8_t": "tinyml_flash_u8"}
-    ctx["window_fields"] = [(ctype, name.lower(), note) for name, ctype, _, note in varying]
-    ctx["window_rows"] = [
+    ctx["channel_fields"] = [(ctype, name.lower(), note) for name, ctype, _, note in varying]
+    ctx["channel_rows"] = [
         cgen.struct_init([literal(values[c], ctype) for _, ctype, values, _ in varying])
-        for c in range(len(kernel.windows))] if varying else []
-    ctx["e"].update({name: f"{read[ctype]}(&window->{name.lower()})" for name, ctype, _, _ in varying})
+        for c in range(layer.n_out)] if varying else []
+    ctx["e"].update({name: f"{read[ctype]}(&channel->{name.lower()})" for name, ctype, _, _ in varying})
     return ctx
 
 

@@ -65,7 +65,7 @@ int main(void)
                     if (!has_affine) {
                         continue;
                     }
-                    fast = (int32_t)(affine_y0 + tinyml_affine24_u16((uint16_t)u, (uint32_t)a, (uint32_t)b));
+                    fast = (int32_t)(affine_y0 + tinyml_affine24_u16((uint16_t)u, (uint16_t)a, (uint8_t)(a >> 16), (uint32_t)b));
                 } else {
                     const uint32_t us = (uint32_t)((uint64_t)u << lshift);
                     uint32_t h;
