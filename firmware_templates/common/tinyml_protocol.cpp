@@ -8,19 +8,22 @@
  * compiles .cpp files as C++), warning-free with -Wall -Wextra on host gcc
  * and avr-gcc.
  *
- * Memory: one static line buffer (TINYML_LINE_MAX + 1 bytes), the int8
- * input of one inference and the int8 outputs of one request; no heap, no
- * recursion, no floating point. A line is handled in passes over the buffer:
- * the first checks every value, so an answer starts with "ok" only when the
- * whole request is valid; the second quantizes again and runs the model,
- * keeping only int8 outputs; the answer is printed last.
+ * Memory (static, about 170 bytes on AVR): one line buffer (TINYML_LINE_MAX
+ * + 1 bytes), two 26-byte integers for number conversion, the int8 input of
+ * one inference and the int8 outputs of one request; no heap, no recursion,
+ * no floating point. A line is handled in passes over the buffer: the first
+ * checks every value, so an answer starts with "ok" only when the whole
+ * request is valid (requests park their int8 values in the part of the
+ * buffer already read); the second runs the model, keeping only int8
+ * outputs; the answer is printed last.
  *
  * Numbers, exactly and with integers only (no float library on AVR):
  * - A decimal token D * 10^e becomes the correctly rounded float32 (ties to
- *   even) by binary long division of two byte-array integers R / V. Up to 20
- *   significant digits are kept; a longer number keeps 20 and a sticky 21st
- *   digit (1 if any dropped digit is non-zero), exact unless the dropped
- *   digits decide a tie.
+ *   even) by binary long division of R = D * 10^e by V = 10^-e, in 32-bit
+ *   registers when both are below 2^30 (the common case) and on byte arrays
+ *   otherwise. Up to 20 significant digits are kept; a longer number keeps
+ *   20 and a sticky 21st digit (1 if any dropped digit is non-zero), exact
+ *   unless the dropped digits decide a tie.
  * - QUANTIZE divides that float32 by the float32 input scale with a 24-bit
  *   long division rounded to float32 (ties to even), as an IEEE float32
  *   division does, then rounds half away from zero and clamps to int8.
