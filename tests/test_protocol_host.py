@@ -305,6 +305,17 @@ def test_fuzz_lines_against_spec_model(exes, name):
     assert sum(line.startswith("#tinyml") for line in lines) == 1
 
 
+@pytest.mark.slow
+def test_fuzz_100k_lines(exes):
+    """The bad-input goal: 100,000 fuzzed lines, every answer as specified, no hang."""
+    m = MODELS["one"]
+    rng = random.Random(100_000)
+    data = b"".join(_random_line(rng, m) + rng.choice([b"\n", b"\r\n", b"\r"])
+                    for _ in range(100_000))
+    lines = check(exes["one"], m, data)
+    assert len(lines) > 100_000  # binary junk holds \r bytes too: more lines than 100,000
+
+
 def test_partial_line_then_eof_is_not_answered(exes):
     m = MODELS["one"]
     lines = run(exes["one"], b"!1 r 5\n!2 r 6")
