@@ -5,29 +5,37 @@ docs/internals.md), ``tinyml_model.cpp`` (the model's integer tables and one
 function per layer) and ``tinyml_kernels.h`` (the fixed kernels) into a folder.
 The C reproduces TFLM's reference int8 FULLY_CONNECTED bit for bit.
 
-Two kernels compute every layer (see firmware_templates/native/tinyml_kernels.h.j2):
+Every layer has two implementations, chosen at compile time by
+``TINYML_FAST_KERNELS`` (see firmware_templates/native/tinyml_kernels.h.j2):
 
-- ``reference``: TFLM's loop nest and double-rounding MultiplyByQuantizedMultiplier
-  with int64_t; always available.
-- ``window16`` / ``window32``: the fast AVR kernel. All float work and all
-  proofs happen here, on the host, with exact Python integers:
+- the reference kernel: TFLM's loop nest and double-rounding
+  MultiplyByQuantizedMultiplier with int64_t, always available, the default
+  off AVR;
+- a fast kernel, the default on AVR, chosen per layer here, where all the
+  float work and all the proofs happen, on exact Python integers:
 
-  * the input offset moves into the bias, so products are int8 x uint8 (AVR
-    ``mulsu``) and the sum of a row fits the narrowest of int16/int24/int32
-    that the weights allow (``acc_type``);
+  * the input offset moves into the bias, so every product is int8 x uint8
+    (AVR ``mulsu``) and a row sums into the narrowest of int16/int24/int32
+    that its weights allow (``acc_type``); a fast layer that feeds another
+    one stores ``y - activation_min``, so the next layer multiplies the stored
+    byte directly and skips inactive ReLU units;
   * the output is a monotone function of the accumulator, so two thresholds
-    per channel decide the clamped outputs (inactive ReLU units cost two
+    per channel decide the clamped outputs (an inactive ReLU unit costs two
     comparisons);
-  * in between, the double rounding is rewritten around the window's base as
-    a 16x31-bit (``window16``) or 32x31-bit (``window32``) product built from
-    16x16->32-bit partial products, and a shift.
+  * between them, the requantization is either
+    ``affine16``: ``y0 + floor((u * a + b) / 2^24)``, one 16x16 and one 16x8
+    product and the top byte, used when such (a, b) exist, which is proved by
+    checking every accumulator the channel can reach; or
+    ``window16`` / ``window24`` / ``window32``: TFLM's double rounding
+    rewritten around the window's start as a 16/24/32 x 32-bit product from
+    16x16->32-bit partial products (the division by 2^31 becomes taking high
+    words) and one shift.
 
-  Per-tensor layers get their requantization constants as compile-time
-  literals; per-channel layers read a small table from flash.
-
+  Constants shared by every channel (all of them, for a per-tensor layer)
+  are compile-time literals; the others sit in one per-channel table in flash.
   A layer whose ranges cannot be proven (an accumulator that may leave int32,
-  a negative multiplier, a window too wide) uses the reference kernel, and the
-  generated file says why.
+  a negative multiplier, a window too wide) keeps the reference kernel, and
+  the generated file says why.
 
 ``plan_kernels`` exposes that analysis, so tests and reports can see which
 kernel each layer got.
@@ -91,13 +99,8 @@ class Window:
         """Largest value shifted right in the second stage."""
         return self.h_max + self.g_rem
 
-    def output(self, u: int) -> int:
-        """The C expression on Python ints (used by tests and self-checks)."""
-        h = (self.h_rem + (u << self.lshift) * self.mult) >> 31
-        return self.y0 + ((h + self.g_rem - (1 if h < self.h_neg else 0)) >> self.rshift)
-
     def steps(self) -> np.ndarray:
-        """``output(u) - y0`` for every u in 0..u_max (numpy; needs u_max << lshift < 2^16)."""
+        """``out - y0`` for every u in 0..u_max, as the C computes it (needs u_max << lshift < 2^16)."""
         u = np.arange(self.u_max + 1, dtype=np.int64) << self.lshift
         h = (2 * self.h_rem + u * (2 * self.mult)) >> 32  # < 2^48: exact in int64
         return (h + self.g_rem - (h < self.h_neg)) >> self.rshift
@@ -105,9 +108,10 @@ class Window:
 
 @dataclass(frozen=True)
 class Affine:
-    """``out = y0 + floor((u * a + b mod 2^32) / 2^24)``, equal to the window's output
-    for every u the channel can reach: checked by enumerating them all. Cheaper on AVR than the window's
-    own arithmetic (one 16x16 and one 16x8 product, then the top byte)."""
+    """``out = y0 + floor(((u * a + b) mod 2^32) / 2^24)``, equal to the window's output
+    for every u the channel can reach (checked by enumerating them all). Cheaper on
+    AVR than the window's own arithmetic: one 16x16 and one 16x8 product, then the
+    top byte."""
 
     a: int
     b: int
@@ -134,10 +138,6 @@ class LayerKernel:
     def fast(self) -> bool:
         return self.kind != "reference"
 
-    @property
-    def shared(self) -> bool:
-        """One window for every channel: its constants become literals."""
-        return len(self.windows) == 1 and not self.per_channel
 
 
 # --------------------------------------------------------------------------
