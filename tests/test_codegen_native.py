@@ -394,6 +394,32 @@ def test_synthetic_plan_on_host_matches_evaluate_plan(name, tmp_path):
         assert np.array_equal(got, want), f"{key}: {int((got != want).sum())} of {want.size} outputs differ"
 
 
+SANITIZED = ["1-64-1 per-channel relu", "reference layer in the middle", "wide window per-tensor",
+             "accumulator wraps", "positive shifts, big accumulators", "tiny and zero multipliers",
+             "64-64-2 per-tensor", "input zero point 127"]
+
+
+@needs_gcc
+def test_no_undefined_behaviour(tmp_path):
+    """UBSan and ASan (host gcc, -fno-sanitize-recover): no signed overflow, bad shift or
+    out-of-bounds access in either kernel, including where TFLM's int32 sums wrap."""
+    flags = ("-fsanitize=undefined,address", "-fno-sanitize-recover=all", "-g")
+    assert {k.kind for n in SANITIZED for k in native.plan_kernels(_plan(n))} == ALL_KINDS
+
+    def check(i: int, name: str) -> None:
+        plan = _plan(name)
+        model = _generate(plan, tmp_path / f"m{i}")
+        x = harness.input_rows(plan.n_inputs, extra=0 if plan.n_inputs == 1 else 64)
+        want = quant.evaluate_plan(plan, x).astype(np.int64)
+        for fast in (True, False):
+            exe = harness.compile_host(model, model / f"san{int(fast)}", fast=fast, extra=flags)
+            assert np.array_equal(harness.run_host(exe, x), want), (name, fast)
+
+    with ThreadPoolExecutor(4) as pool:
+        for job in [pool.submit(check, i, name) for i, name in enumerate(SANITIZED)]:
+            job.result()
+
+
 # --------------------------------------------------------------------------
 # the real models against tflite-micro
 
