@@ -20,7 +20,9 @@ def template_root() -> Path:
     for candidate in (here.parent / TEMPLATE_DIR_NAME, here.parent.parent / TEMPLATE_DIR_NAME):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"no {TEMPLATE_DIR_NAME}/ folder next to {here.parent}")
+    from ..errors import ConvertError
+
+    raise ConvertError(f"{TEMPLATE_DIR_NAME}/ not found next to {here.parent}; reinstall ipytinyml")
 
 
 @functools.lru_cache(maxsize=1)
