@@ -43,11 +43,12 @@
  * - Pacing: when the sketch sleeps (SLEEP_MODE_IDLE), simavr calls our
  *   sleep hook with the cycles until its next timer event and we block
  *   until the wall clock gets there, or until input arrives: then the sleep
- *   ends early, at the current wall time.  When the sketch runs, sim time is
- *   compared with wall time once per simulated millisecond and we block
- *   while it is ahead.  Sim time is never more than SLEEP_SLACK_NS ahead
- *   of wall time; if the host falls behind by more than MAX_LAG_NS
- *   (machine suspended or overloaded) the lag is dropped, not caught up.
+ *   ends early, at the current wall time.  When the sketch runs, every 0.1
+ *   ms of sim time we read pending host input and compare sim time with
+ *   wall time, blocking while it is ahead.  So sim time is never more than
+ *   about 0.3 ms (SLEEP_SLACK_NS plus one check) ahead of wall time; if the
+ *   host falls behind by more than MAX_LAG_NS (machine suspended or
+ *   overloaded) the lag is dropped, not caught up.
  * - The pty slave stays open in here, so the AVR's output is kept while no
  *   one has the port open (up to the kernel's buffer plus TX_RING bytes;
  *   then it is dropped, as a real USB-serial bridge would), and a host
@@ -416,14 +417,20 @@ static int pace_to(avr_cycle_count_t c)
  * simavr's sleep hook: the AVR sleeps for how_long cycles (until its next
  * timer event); the core adds how_long + 1 to avr->cycle when we return.
  * If host input arrives first, end the sleep at the current wall time by
- * taking back the cycles not slept.
+ * taking back the cycles not slept.  Output waiting for the host is written
+ * first (otherwise it goes out once per simulated millisecond).
  */
 static void sleep_hook(avr_t *avr, avr_cycle_count_t how_long)
 {
 	avr_cycle_count_t entry = avr->cycle;
+	if (g_tx_len)
+		pty_flush();    /* the sketch is idle: hand over what it wrote now */
 	if (pace_to(entry + how_long)) {
+		/* wake at the wall clock's cycle, or at once if sim time is ahead */
 		avr_cycle_count_t now = g_base_cycle + ns_to_cycles(wall_ns() - g_base_wall_ns);
-		if (now >= entry && now < entry + how_long)
+		if (now < entry)
+			now = entry;
+		if (now < entry + how_long)
 			avr->cycle -= entry + how_long - now;
 	}
 }
@@ -610,14 +617,25 @@ int main(int argc, char **argv)
 	if (!g_signal && !g_quit && !g_parent_gone) {
 		proto("RUN");
 		rebase();
+		/* While the AVR runs: every 0.1 ms of sim time (about a byte time at
+		 * 115200 baud) look for host input and hold the sim back if it got
+		 * ahead of the wall clock; everything else every 1 ms. */
+		const avr_cycle_count_t input_every = g_avr->frequency / 10000;
 		const avr_cycle_count_t service_every = g_avr->frequency / 1000;
-		avr_cycle_count_t next_service = 0;
+		avr_cycle_count_t next_input = 0, next_service = 0;
 		for (;;) {
 			int state = avr_run(g_avr);
 			if (state == cpu_Done || state == cpu_Crashed)
 				break;
 			if (rx_pending())
 				pump_rx();
+			if (g_avr->cycle < next_input)
+				continue;
+			next_input = g_avr->cycle + input_every;
+			if (g_rx_len == 0 && g_uart_xon)
+				pty_read();         /* non-blocking */
+			if (g_speed > 0 && sim_ns(g_avr->cycle) > wall_ns() - g_base_wall_ns + SLEEP_SLACK_NS)
+				pace_to(g_avr->cycle);
 			if (g_avr->cycle < next_service)
 				continue;
 			next_service = g_avr->cycle + service_every;
@@ -632,9 +650,6 @@ int main(int argc, char **argv)
 			}
 			if (g_signal || g_quit || g_parent_gone)
 				break;
-			/* never let sim time run ahead of wall time */
-			if (g_speed > 0 && sim_ns(g_avr->cycle) > wall_ns() - g_base_wall_ns + SLEEP_SLACK_NS)
-				pace_to(g_avr->cycle);
 		}
 		pty_flush();
 		if (g_avr->state == cpu_Crashed || g_avr->state == cpu_Done) {
