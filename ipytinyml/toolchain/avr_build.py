@@ -311,11 +311,18 @@ def build_sketch(sketch_dir, build_dir, fqbn: str = DEFAULT_FQBN, extra_flags=()
         raise ToolchainError(f"unknown warning level {warnings!r}; use none, default, more or all")
     if core_cache == "auto":
         core_cache = cache_dir() / "arduino-core"
+        try:
+            core_cache.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            core_cache = None  # an unwritable home: each build folder keeps its own core
     core_cache = Path(core_cache) if core_cache is not None else None
 
-    build_dir.mkdir(parents=True, exist_ok=True)
-    if core_cache is not None:
-        core_cache.mkdir(parents=True, exist_ok=True)
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        if core_cache is not None:
+            core_cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ToolchainError(f"cannot create the build folder: {exc}") from exc
     cmd = _command(main, build_dir, fqbn, tuple(extra_flags), warnings, path, hardware_dir,
                    core_cache)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ pty path that pyserial (and ``ipytinyml.link``) opens like a real port::
 How it behaves, so it can be relied on:
 
 - Real time: simulated time never runs ahead of the wall clock (by more than
-  0.2 ms) and keeps up with it. A sketch that sleeps (SLEEP_MODE_IDLE) costs
+  about 0.3 ms) and keeps up with it. A sketch that sleeps (SLEEP_MODE_IDLE) costs
   a few percent of a core; one that busy-polls costs what simavr needs for
   16 MHz of AVR (about an eighth of one core here).
 - By default the AVR is held in reset until the port is first opened, then
@@ -137,8 +137,20 @@ def harness_path(*, path: str | None = None, include_dir: Path | str = INCLUDE_D
     if os.access(target, os.X_OK):
         _built[memo] = target
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".simavr_harness-", dir=folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".simavr_harness-", dir=folder)
+    except OSError as exc:
+        if cache is not None:
+            raise ToolchainError(f"cannot write the simavr harness to {folder}: {exc}") from exc
+        # an unwritable home (some CI and containers): a private temp folder
+        folder = Path(tempfile.gettempdir()) / f"ipytinyml-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        target = folder / target.name
+        if os.access(target, os.X_OK):
+            _built[memo] = target
+            return target
+        fd, tmp = tempfile.mkstemp(prefix=".simavr_harness-", dir=folder)
     os.close(fd)
     try:
         cmd = [gcc, *flags, "-o", tmp, str(HARNESS_SOURCE), *LIBS]
