@@ -489,8 +489,9 @@ def _main(argv=None) -> int:
     if len(args) != 1:
         print("usage: python -m ipytinyml.toolchain.sim firmware.elf", file=sys.stderr)
         return 2
-    board = VirtualBoard(args[0], wait_for_open=False)
-    print(f"virtual board on {board.port} (pid {board.pid}); Ctrl-C stops it", flush=True)
+    board = VirtualBoard(args[0])
+    print(f"virtual board on {board.port} (pid {board.pid}): the sketch starts when the port "
+          f"is opened (e.g. screen {board.port} 115200); Ctrl-C stops it", flush=True)
     try:
         while board.alive:
             time.sleep(0.5)
