@@ -33,6 +33,7 @@ import inspect
 import math
 import re
 import shlex
+import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -48,6 +49,7 @@ RUNTIMES = ("native", "tflm")
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 _FQBN = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.=,-]+)?$")
 _BODY_FILE = "<%%tinyml_train body>"
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check_board(value: str) -> str:
@@ -101,6 +103,8 @@ def _floats(words) -> list[float]:
             if value is None or not math.isfinite(value):
                 raise TinyMLError(f"{part!r} is not a number; give input values such as "
                                   "%tinyml_predict 130 150")
+            if abs(value) > _FLOAT32_MAX:
+                raise TinyMLError(f"{part} is beyond float32 range; the model takes float32 inputs")
             values.append(value)
     return values
 
@@ -515,11 +519,33 @@ Examples
 _strong: dict[int, TinyMLMagics] = {}
 
 
+def _drop_refused_settings(ip) -> None:
+    """Remove settings the shell's config keeps although the magics refused them.
+
+    ``%config TinyMLMagics.baud = -1`` is refused by the running instance, but IPython has
+    already merged it into the shell's config, where it would stop a reloaded extension from
+    loading. Each value is tried on a scratch instance; refused ones are dropped with a note.
+    """
+    config = getattr(ip, "config", None)
+    if config is None or "TinyMLMagics" not in config:
+        return
+    section = config["TinyMLMagics"]
+    scratch = TinyMLMagics()
+    names = TinyMLMagics.class_trait_names(config=True)
+    for key in [k for k in list(section.keys()) if k in names]:
+        try:
+            setattr(scratch, key, section[key])
+        except TraitError as exc:
+            print(f"ipytinyml: ignoring TinyMLMagics.{key} = {section[key]!r} ({exc})", file=sys.stderr)
+            del section[key]
+
+
 def load_ipython_extension(ip) -> None:
     """Register the magics (``%load_ext ipytinyml``); nothing heavy is imported."""
     previous = _strong.get(id(ip))
     if previous is not None:  # loaded again without unloading: replace the old instance
         _forget(ip, previous)
+    _drop_refused_settings(ip)
     magics = TinyMLMagics(shell=ip)
     if previous is not None and previous._board is not None:
         magics._board, magics._flashed = previous._board, previous._flashed

@@ -256,6 +256,7 @@ BAD_OTHER = {
     "unknown runtime": ("%tinyml_flash --runtime cuda", "invalid choice"),
     "not a number": ("%tinyml_predict 13O", "not a number"),
     "nan": ("%tinyml_predict nan", "not a number"),
+    "beyond float32": ("%tinyml_predict 1e40", "float32 range"),
     "nothing to predict": ("%tinyml_predict", "exactly one"),
     "values and test": ("%tinyml_predict 130 --test", "exactly one"),
 }
@@ -346,16 +347,19 @@ def test_config_lists_settings(ip, capsys):
 
 
 def test_reload_keeps_settings_and_closes_board(ip, trained, capsys):
-    ip.run_cell("%tinyml_flash --board sim").raise_error()
+    ip.run_cell("%tinyml_flash --name hp_mpg --board sim").raise_error()
     board = magics_of(ip).current_board
     root = magics_of(ip).root
+    ip.run_line_magic("config", "TinyMLMagics.baud = -1")  # refused, but kept in the shell's config
+    capsys.readouterr()
     ip.run_line_magic("reload_ext", "ipytinyml")
+    assert "ignoring TinyMLMagics.baud" in capsys.readouterr().err
     assert magics_of(ip).current_board is None
-    assert magics_of(ip).root == root
+    assert magics_of(ip).root == root and magics_of(ip).baud == 115200
     with pytest.raises(Exception):
         board.predict([130])
     assert sum(type(c).__name__ == "TinyMLMagics" for c in ip.configurables) == 1
-    result, out, err = run(ip, capsys, "%tinyml_quantize --variants float32")
+    result, out, err = run(ip, capsys, "%tinyml_quantize --name hp_mpg --variants float32")
     result.raise_error()
 
 
