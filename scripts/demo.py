@@ -67,13 +67,20 @@ def _client(path: Path, timeout: int, kernel: str):
 
 
 def cell_errors(nb) -> list[str]:
-    """One line per cell that raised: 'cell N: Ename: message'."""
+    """One line per cell that failed: 'cell N (first line): Ename: message'.
+
+    A magic's UsageError is not an "error" output: IPython prints it as one line on
+    stderr, so those lines count too.
+    """
     errors = []
     for i, cell in enumerate(nb.cells):
+        where = f"cell {i} ({cell.source.splitlines()[0][:60] if cell.source else ''!r})"
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                errors.append(f"cell {i} ({cell.source.splitlines()[0][:60]!r}): "
-                              f"{out.get('ename')}: {out.get('evalue')}")
+                errors.append(f"{where}: {out.get('ename')}: {out.get('evalue')}")
+            elif out.get("output_type") == "stream" and out.get("name") == "stderr":
+                errors += [f"{where}: {line}" for line in out.get("text", "").splitlines()
+                           if line.startswith("UsageError:")]
     return errors
 
 

@@ -171,6 +171,11 @@ def test_demo_fails_when_a_cell_fails(tmp_path):
     broken = tmp_path / "broken.ipynb"
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")]
+    nb.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0"),
+                nbformat.v4.new_code_cell("%load_ext ipytinyml"),
+                nbformat.v4.new_code_cell("%tinyml_predict 130")]  # no board: a UsageError
     nbformat.write(nb, broken)
     assert demo.main(["--notebook", str(broken), "--keep", str(tmp_path / "run")]) == 1
+    executed = nbformat.read(tmp_path / "run" / "broken" / "executed_broken.ipynb", as_version=4)
+    errors = demo.cell_errors(executed)
+    assert len(errors) == 2 and "ZeroDivisionError" in errors[0] and "UsageError: LinkError" in errors[1]
