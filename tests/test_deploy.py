@@ -1,0 +1,93 @@
+"""tm.flash / tm.evaluate_on_board on the virtual board: the real Uno sketch, the real Arduino
+AVR core, real simavr, pyserial over the harness's pty, tflite-micro as the oracle."""
+import json
+import time
+
+import numpy as np
+import pytest
+
+import ipytinyml as tm
+from ipytinyml.errors import LinkError, TinyMLError
+from ipytinyml.quant import evaluate_plan, plan_from_model
+from ipytinyml.reference import run_micro
+from ipytinyml.tflite_file import read_tflite
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    tm.train(name="hp", root=root, epochs=300)
+    tm.quantize(name="hp", root=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def board(model):
+    with tm.flash(name="hp", root=model, board="sim") as b:
+        yield b
+
+
+def test_all_256_raw_inputs_equal_tflite_micro(board, model):
+    tflite = tm.tflite_path("hp", model)
+    plan = plan_from_model(read_tflite(tflite))
+    raw = np.arange(-128, 128)
+    got = board.predict_raw(raw)
+    np.testing.assert_array_equal(got, evaluate_plan(plan, raw.astype(np.int8)))
+    # and the same through tflite-micro itself: feed the dequantized int8 inputs
+    x = (plan.input.scale * (raw.astype(np.float64) - plan.input.zero_point)).astype(np.float32)
+    from ipytinyml.quant import quantize
+    np.testing.assert_array_equal(quantize(run_micro(tflite, x.reshape(-1, 1)), plan.output), got)
+
+
+def test_float_predictions_equal_tflite_micro(board, model):
+    x = np.array([[46.0], [97.5], [130.0], [150.0], [230.0], [-3.0], [1e4]], dtype=np.float32)
+    expected = run_micro(tm.tflite_path("hp", model), x)
+    np.testing.assert_array_equal(board.predict(x), expected)
+
+
+def test_evaluate_writes_parity_and_latency(board, model):
+    result = tm.evaluate_on_board(name="hp", root=model, board=board)
+    assert result["parity"]["matched"] == result["parity"]["total"] == 78
+    assert result["parity"]["raw_matched"] == result["parity"]["raw_total"] == 256
+    assert result["parity"]["runtime"] == "native"
+    assert result["latency"]["device_cycles"] > 0 and result["latency"]["predictions_per_s"] > 0
+    report = json.loads((model / "hp" / "report.json").read_text())
+    assert report["parity"] == result["parity"] and "latency" in report
+    assert abs(result["mae"] - report["variants"]["int8"]["mae"]) < 1e-5  # board == LiteRT int8
+
+
+def test_info_reports_the_model_hash_and_quantization(board, model):
+    info = board.info()
+    tflite = tm.tflite_path("hp", model)
+    plan = plan_from_model(read_tflite(tflite))
+    assert tflite.read_bytes() and info.model == read_tflite(tflite).model_hash
+    assert (info.n_in, info.n_out, info.board, info.runtime) == (1, 1, "uno", "native")
+    assert np.float32(info.input_scale) == np.float32(plan.input.scale)
+
+
+def test_reflash_of_unchanged_model_uses_the_cached_build(model, board):
+    start = time.perf_counter()
+    with tm.flash(name="hp", root=model, board="sim") as again:
+        assert again.build["flash_bytes"] == board.build["flash_bytes"]
+        assert again.predict([130.0]).shape == (1, 1)
+    assert (model / "hp" / "build" / "sim" / "cache").is_dir()
+    assert len(list((model / "hp" / "build" / "sim" / "cache").iterdir())) == 1
+    assert time.perf_counter() - start < 30  # generous: the point is that it did not hang
+
+
+def test_stale_model_on_the_board_is_detected(tmp_path):
+    tm.train(name="s", root=tmp_path, epochs=50)
+    tm.quantize(name="s", root=tmp_path)
+    with tm.flash(name="s", root=tmp_path, board="sim") as b:
+        tm.train(name="s", root=tmp_path, epochs=60)
+        tm.quantize(name="s", root=tmp_path)
+        new_hash = read_tflite(tm.tflite_path("s", tmp_path)).model_hash
+        with pytest.raises(LinkError, match="flash"):
+            b.link.check_model(new_hash)
+
+
+def test_bad_targets_are_one_line(model):
+    with pytest.raises(TinyMLError, match="did you mean 'uno'"):
+        tm.flash(name="hp", root=model, board="unoo")
+    with pytest.raises(TinyMLError, match="runtime"):
+        tm.flash(name="hp", root=model, board="sim", runtime="cmsis")
