@@ -203,7 +203,7 @@ BOARDS = ("auto", "sim", "uno", "nano33ble")
 
 
 def flash(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board: str = "auto",
-          port: str | None = None, runtime: str = "native", progress=None):
+          port: str | None = None, runtime: str | None = None, progress=None, release=None):
     """Generate, build and start (or upload) the firmware for a saved int8 model.
 
     Parameters
@@ -212,9 +212,11 @@ def flash(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board
     board : "auto" (a connected board, else the virtual board), "sim" (the virtual Uno in
         simavr), "uno", "nano33ble" or a full FQBN
     port : serial port of a real board (default: discovered)
-    runtime : "native" (plain C, any Arduino) or "tflm" (TensorFlow Lite Micro, 32-bit boards)
+    runtime : "native" (plain C, any Arduino) or "tflm" (TensorFlow Lite Micro, 32-bit boards);
+        default: tflm on the Nano 33 BLE (mbed cores), native elsewhere
     progress : callable ``(stage: str)``; stages are "generate", "compile", "start"/"upload",
-        "connect"
+        "connect", and a one-line note when the board was chosen automatically
+    release : a Board (or Link) holding the board's port, closed before uploading
 
     Returns
     -------
@@ -224,7 +226,7 @@ def flash(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board
     """
     from . import deploy
     return deploy.flash(resolve_name(name, root), root, board=board, port=port, runtime=runtime,
-                        progress=progress)
+                        progress=progress, release=release)
 
 
 def evaluate_on_board(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT, board=None,

@@ -26,25 +26,35 @@ def _stage(progress, name: str) -> None:
         progress(name)
 
 
-def choose_target(board: str, port: str | None) -> tuple[str, str | None]:
-    """The target to use and, when the choice was automatic, the one line that says why."""
+def choose_target(board: str, port: str | None):
+    """Resolve ``--board``/``--port``: ``(VIRTUAL_BOARD or a discovery.Target, note or None)``.
+
+    ``auto`` takes a connected board when one is found, else the virtual board, and the
+    note says which in one line.
+    """
     import difflib
+
+    from .toolchain import arduino_cli, discovery
+
     key = (board or "auto").strip()
-    if key in _BOARD_ALIASES:
-        key = _BOARD_ALIASES[key]
-    elif ":" not in key:
+    if key not in _BOARD_ALIASES and ":" not in key:
         close = difflib.get_close_matches(key, list(_BOARD_ALIASES), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "use sim, uno, nano33ble or an FQBN like arduino:avr:uno"
         raise TinyMLError(f"unknown board {board!r}", hint=hint)
-    if key == "auto":
-        if port:
-            raise ToolchainError(f"a port was given ({port}) but uploading to real boards is not "
-                                 "available yet; use --board sim for the virtual board")
-        return VIRTUAL_BOARD, "No board found: using the virtual Arduino Uno (simavr)."
-    if key != VIRTUAL_BOARD:
-        raise ToolchainError(f"uploading to a real board ({key}) is not available yet; "
-                             "use --board sim for the virtual Arduino Uno")
-    return key, None
+    key = _BOARD_ALIASES.get(key, key)
+    if key == VIRTUAL_BOARD:
+        return VIRTUAL_BOARD, None
+    cli = arduino_cli.arduino_cli() if arduino_cli.find_arduino_cli() else None
+    if cli is None and key != "auto":
+        arduino_cli.arduino_cli()  # raises the one-line "install arduino-cli" error
+    found = discovery.list_ports(cli)
+    target = discovery.find_board(key, port, cli=cli, ports=found)
+    if target is None:
+        return VIRTUAL_BOARD, discovery.no_board_note(found)
+    if cli is None:
+        return VIRTUAL_BOARD, (f"Found {target.name} on {target.port}, but arduino-cli is not installed "
+                               "to upload to it: using the virtual Arduino Uno (simavr).")
+    return target, target.note
 
 
 def _labels(report: dict) -> tuple[str, str]:
@@ -52,22 +62,27 @@ def _labels(report: dict) -> tuple[str, str]:
     return ",".join(data.get("features", ["x"])), data.get("label", "y")
 
 
-def generate(name: str, root, target: str = VIRTUAL_BOARD) -> tuple[Path, object, str]:
+def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "native",
+             board_name: str = "uno") -> tuple[Path, object, str]:
     """Write the sketch for ``target``; returns (sketch folder, model plan, model hash)."""
     from .api import tflite_path
     from .codegen.sketch import render_native_sketch
+    from .codegen.tflm import render_tflm_sketch
     from .quant import plan_from_model
     from .tflite_file import read_tflite
 
     folder = artifacts.model_dir(root, name)
     flatbuffer = tflite_path(name, root, "int8").read_bytes()
-    model = read_tflite(flatbuffer)
-    plan = plan_from_model(model)
+    plan = plan_from_model(read_tflite(flatbuffer))
     feature, label = _labels(artifacts.read_report(folder))
     model_hash = artifacts.sha256(flatbuffer)[:12]
-    sketch = render_native_sketch(plan, folder / "firmware" / target, sketch_name=f"tinyml_{name}",
-                                  board_name="uno" if target == VIRTUAL_BOARD else target,
-                                  model_hash=model_hash, input_label=feature, output_label=label)
+    options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=model_hash,
+                   input_label=feature, output_label=label)
+    firmware = folder / "firmware" / target.replace(":", "_")
+    if runtime == "tflm":
+        sketch = render_tflm_sketch(flatbuffer, plan, firmware, **options)
+    else:
+        sketch = render_native_sketch(plan, firmware, **options)
     return sketch, plan, model_hash
 
 
@@ -101,25 +116,31 @@ def build(sketch: Path, build_root: Path, fqbn: str = SIM_FQBN):
                        flash_bytes=result.flash_bytes, ram_bytes=result.ram_bytes, log=result.log)
 
 
-def flash(name: str, root, *, board: str = "auto", port: str | None = None, runtime: str = "native",
-          progress=None):
+def flash(name: str, root, *, board: str = "auto", port: str | None = None,
+          runtime: str | None = None, progress=None, release=None):
     """See ``ipytinyml.api.flash``."""
+    if runtime not in (None, "native", "tflm"):
+        raise TinyMLError(f"unknown runtime {runtime!r}; use native or tflm")
+    target, note = choose_target(board, port)
+    if note and progress:
+        progress(note)
+    if target == VIRTUAL_BOARD:
+        if runtime == "tflm":
+            raise TinyMLError("the tflm runtime needs a 32-bit board (nano33ble); the Uno and the "
+                              "virtual board run --runtime native")
+        return _flash_virtual(name, root, progress, note)
+    return _flash_real(name, root, target, runtime or target.runtime, progress, release)
+
+
+def _flash_virtual(name, root, progress, note):
     from .board import Board
     from .link import Link
     from .toolchain.sim import VirtualBoard
 
-    if runtime not in ("native", "tflm"):
-        raise TinyMLError(f"unknown runtime {runtime!r}; use native or tflm")
-    target, note = choose_target(board, port)
-    if runtime == "tflm":
-        raise TinyMLError("the tflm runtime needs a 32-bit board (nano33ble); the Uno and the "
-                          "virtual board run --runtime native")
-    if note and progress:
-        progress(note)
     _stage(progress, "generate")
-    sketch, plan, model_hash = generate(name, root, target)
+    sketch, plan, model_hash = generate(name, root, VIRTUAL_BOARD)
     _stage(progress, "compile")
-    result = build(sketch, artifacts.model_dir(root, name) / "build" / target)
+    result = build(sketch, artifacts.model_dir(root, name) / "build" / VIRTUAL_BOARD)
     _stage(progress, "start")
     process = VirtualBoard(result.elf)
     try:
@@ -129,9 +150,53 @@ def flash(name: str, root, *, board: str = "auto", port: str | None = None, runt
     except BaseException:
         process.close()
         raise
-    return Board(link, plan, kind=target, name=name, process=process,
+    return Board(link, plan, kind=VIRTUAL_BOARD, name=name, process=process,
                  build={"flash_bytes": result.flash_bytes, "ram_bytes": result.ram_bytes,
                         "fqbn": SIM_FQBN, "note": note})
+
+
+def _flash_real(name, root, target, runtime, progress, release):
+    """generate -> compile (cached) -> close our port -> upload -> find the port again -> banner."""
+    import json
+
+    from . import ports
+    from .board import Board
+    from .codegen.sketch import folder_digest
+    from .codegen.tflm import DEFAULT_HEADER, library_for_header
+    from .link import Link, LinkError
+    from .toolchain.arduino_cli import arduino_cli, upload_and_reacquire
+
+    cli = arduino_cli()
+    library = library_for_header(DEFAULT_HEADER) if runtime == "tflm" else None
+    cli.check_ready(target.fqbn, library=library, header=DEFAULT_HEADER if library else None)
+    _stage(progress, "generate")
+    sketch, plan, model_hash = generate(name, root, target.fqbn, runtime,
+                                        board_name=target.alias or target.fqbn.split(":")[-1])
+    _stage(progress, "compile")
+    build_root = artifacts.model_dir(root, name) / "build" / target.fqbn.replace(":", "_")
+    out_dir = build_root / folder_digest(sketch, target.fqbn)[:16]
+    meta = out_dir / "build.json"
+    if meta.is_file():
+        sizes = json.loads(meta.read_text())
+    else:
+        shutil.rmtree(build_root, ignore_errors=True)
+        compiled = cli.compile(sketch, target.fqbn, out_dir)
+        sizes = compiled.to_dict()
+        artifacts.write_text(meta, json.dumps(sizes))
+    _, port = upload_and_reacquire(cli, target.port, target.fqbn, out_dir, identity=target.identity,
+                                   release=release, progress=progress)
+    _stage(progress, "connect")
+    link = Link(ports.open_when_ready(port, identity=target.identity))
+    try:
+        info = link.check_model(model_hash)
+        if info.runtime == "tflm" and not info.arena:
+            raise LinkError("TensorFlow Lite Micro could not set up its interpreter on the board; "
+                            "check the serial monitor for the reason")
+    except BaseException:
+        link.close()
+        raise
+    return Board(link, plan, kind=target.alias or target.fqbn, name=name,
+                 build={**sizes, "port": port, "note": target.note})
 
 
 def evaluate(name: str, root, board, *, progress=None) -> dict:

@@ -91,3 +91,43 @@ def test_bad_targets_are_one_line(model):
         tm.flash(name="hp", root=model, board="unoo")
     with pytest.raises(TinyMLError, match="runtime"):
         tm.flash(name="hp", root=model, board="sim", runtime="cmsis")
+
+
+def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch):
+    """The real-board sequence of ``tm.flash(board="uno", port=...)``: check core -> generate ->
+    compile -> release the old link -> upload -> find the port -> banner -> model hash.
+
+    arduino-cli cannot be installed here: it is the stand-in in tests/fake_arduino_cli that
+    replays arduino-cli 1.5.1's JSON shapes. The "Uno" behind the port is real firmware: the
+    same Uno sketch running in simavr, its pty reached through a symlink named like a USB port.
+    """
+    from pathlib import Path
+
+    from ipytinyml.toolchain.sim import VirtualBoard
+
+    fake = Path(__file__).resolve().parent / "fake_arduino_cli" / "arduino-cli"
+    monkeypatch.setenv("IPYTINYML_ARDUINO_CLI", str(fake))
+    monkeypatch.delenv("FAKE_ARDUINO_CLI", raising=False)
+    # The simulator keeps its own pty end open, which the busy-port check (tested in
+    # test_ports.py) would rightly report; a real board's port has no such holder.
+    from ipytinyml import ports
+    monkeypatch.setattr(ports, "ensure_free", lambda device: None)
+    elf = next((model / "hp" / "build" / "sim" / "cache").glob("*/firmware.elf"))
+    with VirtualBoard(elf) as uno:
+        device = tmp_path / "ttyACM0"
+        device.symlink_to(uno.port)
+        notes = []
+        with tm.flash(name="hp", root=model, board="uno", port=str(device), progress=notes.append) as b:
+            assert b.kind == "uno" and b.build["fqbn"] == "arduino:avr:uno"
+            assert "upload" in notes and notes.index("compile") < notes.index("upload")
+            assert b.predict_raw([-128, 0, 127]).shape == (3, 1)
+        generated = model / "hp" / "firmware" / "arduino_avr_uno" / "tinyml_hp"
+        assert (generated / "tinyml_hp.ino").is_file() and (generated / "tinyml_model.h").is_file()
+
+
+def test_real_board_without_arduino_cli_is_one_line(model, monkeypatch, tmp_path):
+    monkeypatch.delenv("IPYTINYML_ARDUINO_CLI", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no arduino-cli anywhere
+    with pytest.raises(TinyMLError, match="arduino-cli is not installed") as info:
+        tm.flash(name="hp", root=model, board="nano33ble")
+    assert "\n" not in str(info.value)

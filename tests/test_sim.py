@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import serial
 
 from ipytinyml.errors import ToolchainError
 from ipytinyml.toolchain import sim
@@ -276,7 +277,11 @@ def test_avr_crash_or_stop_ends_the_harness_with_a_reason(harness, elfs, command
     with VirtualBoard(elfs["crashy"], harness=harness) as b, _open(b.port) as ser:
         assert ser.readline() == b"#crashy ready\r\n"
         ser.write(command + b"\n")
-        assert ser.readline() == command + b"\r\n"
+        try:
+            echoed = ser.readline()
+        except serial.SerialException:  # the harness may exit, hanging up the pty, first
+            echoed = b""
+        assert (command + b"\r\n").startswith(echoed)
         assert _wait_gone(b.pid)
         assert b.returncode == (2 if command == b"crash" else 3)
         assert not b.alive
