@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifacts
-from .errors import TinyMLError, ToolchainError
+from .errors import TinyMLError
 
 VIRTUAL_BOARD = "sim"
 SIM_FQBN = "arduino:avr:uno"
@@ -257,11 +257,8 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
 
 
 def _has_oracle() -> bool:
-    try:
-        import tflite_micro  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("tflite_micro") is not None
 
 
 def _oracle_int8(tflite: Path, x: np.ndarray, plan) -> np.ndarray:

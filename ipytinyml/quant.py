@@ -593,7 +593,7 @@ def plan_from_model(model, *, per_tensor_product: str = "float64") -> ModelPlan:
         op = ops[0]
         src = T[op.inputs[0]] if op.inputs else None
         if src is None or op.inputs[0] != cur or src.dtype != "float32" or len(op.outputs) != 1:
-            raise _fail(f"operator 0 (QUANTIZE) must turn the float32 model input into int8")
+            raise _fail("operator 0 (QUANTIZE) must turn the float32 model input into int8")
         cur = op.outputs[0]
         float_input = True
         k = 1

@@ -60,11 +60,8 @@ per-channel weights (brief 0.1). ``--runtime native`` runs both layouts.
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,11 +303,8 @@ def _check_model(model, plan: ModelPlan) -> None:
 
 
 def _templates() -> Path:
-    from .sketch import templates_dir
-    folder = templates_dir() / "tflm"
-    if not folder.is_dir():
-        raise ConvertError(f"{folder} not found; reinstall ipytinyml")
-    return folder
+    from . import template_root
+    return template_root() / "tflm"
 
 
 def _environment(folder: Path):
@@ -396,12 +390,8 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
         path = out_dir / name
         path.write_text(env.get_template(template).render(**values))
         written.append(path)
-    from .sketch import COMMON_FILES, templates_dir
-    for name in COMMON_FILES:
-        path = out_dir / name
-        shutil.copyfile(templates_dir() / "common" / name, path)
-        written.append(path)
-    return written
+    from .sketch import copy_common
+    return written + copy_common(out_dir)
 
 
 def render_tflm_sketch(model_bytes: bytes, plan: ModelPlan, folder, *, sketch_name: str,
@@ -412,19 +402,11 @@ def render_tflm_sketch(model_bytes: bytes, plan: ModelPlan, folder, *, sketch_na
     The TFLM twin of ``sketch.render_native_sketch``: the sketch is generated
     in a staging folder beside the target and swapped in when complete.
     """
-    target = Path(folder) / sketch_name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{sketch_name}.", dir=target.parent))
-    try:
+    from .sketch import write_sketch_folder
+
+    def fill(staging: Path) -> None:
         generate_tflm(model_bytes, plan, staging, sketch_name=sketch_name, board_name=board_name,
                       model_hash=model_hash, input_label=input_label, output_label=output_label,
                       header=header, arena_bytes=arena_bytes)
-        old = target.with_name(f".{sketch_name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            target.rename(old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_sketch_folder(folder, sketch_name, fill)
