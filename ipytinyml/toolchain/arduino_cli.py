@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ __all__ = [
     "find_arduino_cli",
     "arduino_cli",
     "platform_of",
+    "check_fqbn",
+    "check_port",
     "install_commands",
     "upload_and_reacquire",
 ]
@@ -71,17 +74,44 @@ def _tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(str(text or "").rstrip().splitlines()[-lines:])
 
 
+# vendor:architecture:board, then optional menu options (key=value, comma-separated).
+FQBN_PATTERN = re.compile(r"[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(:[A-Za-z0-9_=,.-]+)?\Z")
+
+
+def check_fqbn(fqbn) -> str:
+    """``fqbn`` if it is a well-formed FQBN, else ToolchainError (before it reaches a command line).
+
+    >>> check_fqbn("arduino:avr:uno")
+    'arduino:avr:uno'
+    """
+    text = str(fqbn)
+    if not FQBN_PATTERN.match(text) or text.startswith("-"):
+        raise ToolchainError(f"{text!r} is not an FQBN; use vendor:architecture:board, "
+                             "e.g. arduino:avr:uno")
+    return text
+
+
+def check_port(port) -> str:
+    """``port`` if it can be a serial port address, else ToolchainError.
+
+    Refused before anything runs: an empty name, one starting with ``-``
+    (a command-line option), and control characters or surrounding spaces.
+    """
+    text = str(port) if port is not None else ""
+    if (not text or text.startswith("-") or text != text.strip()
+            or any(ord(c) < 32 or ord(c) == 127 for c in text)):
+        raise ToolchainError(f"{text!r} is not a serial port",
+                             hint="give a device such as /dev/ttyACM0 or COM3")
+    return text
+
+
 def platform_of(fqbn: str) -> str:
     """The platform (core) id of an FQBN: ``vendor:architecture``.
 
     >>> platform_of("arduino:mbed_nano:nano33ble")
     'arduino:mbed_nano'
     """
-    parts = str(fqbn).split(":")
-    if len(parts) < 3 or not all(parts[:3]):
-        raise ToolchainError(f"{fqbn!r} is not an FQBN; use vendor:architecture:board, "
-                             "e.g. arduino:avr:uno")
-    return ":".join(parts[:2])
+    return ":".join(check_fqbn(fqbn).split(":")[:2])
 
 
 def install_commands(platform: str | None = None, library: str | None = None) -> list[str]:
@@ -376,7 +406,9 @@ class ArduinoCli:
             args += ["--build-property", str(prop)]
         if clean:
             args.append("--clean")
-        run = self.run([*args, str(sketch)], timeout=timeout, what=f"arduino-cli compile for {fqbn}")
+        # absolute, so a folder named like an option (-x) can never read as one
+        run = self.run([*args, str(sketch.absolute())], timeout=timeout,
+                       what=f"arduino-cli compile for {fqbn}")
         data = run.data if isinstance(run.data, dict) else {}
         builder = data.get("builder_result") or {}
         diags = [d for d in builder.get("diagnostics") or [] if isinstance(d, dict)]
@@ -432,6 +464,7 @@ class ArduinoCli:
         reports one (the board may come back under another name).
         """
         platform_of(fqbn)
+        port = check_port(port)
         input_dir = Path(input_dir)
         if not input_dir.is_dir():
             raise ToolchainError(f"build folder {input_dir} does not exist; compile first")

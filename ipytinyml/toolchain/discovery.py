@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..errors import ToolchainError
 from ..ports import PortIdentity
-from .arduino_cli import BOARD_ALIASES
+from .arduino_cli import BOARD_ALIASES, check_port
 
 __all__ = ["KNOWN_USB_IDS", "DetectedPort", "Target", "parse_board_list", "ports_from_pyserial",
            "list_ports", "resolve_fqbn", "find_board", "no_board_note"]
@@ -238,6 +238,7 @@ def find_board(board: str = "auto", port: str | None = None, *, cli=None, ports=
     """
     auto = str(board or "auto").strip() == "auto"
     alias, fqbn = (None, None) if auto else resolve_fqbn(board)
+    port = check_port(port) if port else port
     found = list(ports) if ports is not None else list_ports(cli, lister=lister)
 
     if port:
