@@ -47,7 +47,7 @@ __all__ = ["TinyMLMagics", "load_ipython_extension", "unload_ipython_extension"]
 KNOWN_BOARDS = ("auto", "sim", "uno", "nano33ble")
 RUNTIMES = ("native", "tflm")
 VARIANTS = ("float32", "float16", "dynamic", "int8")
-_FQBN = re.compile(r"^[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.=,-]+)?$")
+_FQBN = re.compile(r"^(?!-)[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+:[A-Za-z0-9_.-]+(:[A-Za-z0-9_.=,-]+)?\Z")
 _BODY_FILE = "<%%tinyml_train body>"
 _FLOAT32_MAX = 3.4028234663852886e38
 
@@ -396,20 +396,23 @@ Examples
     @argument("--port", default=None, metavar="P",
               help="Serial port of a real board (default: the TinyMLMagics.port setting, or "
                    "discovered).")
-    @argument("--runtime", default="native", choices=RUNTIMES,
+    @argument("--runtime", default=None, choices=RUNTIMES,
               help="native: plain C generated from the int8 model, any Arduino; tflm: TensorFlow "
-                   "Lite Micro, 32-bit boards (default: %(default)s).")
+                   "Lite Micro, 32-bit boards (default: tflm on the Nano 33 BLE, native "
+                   "elsewhere).")
     @_cleandoc
     def tinyml_flash(self, line):
         """Generate, compile and upload (or start) the firmware for the int8 model.
 
         Renders the sketch from the int8 .tflite, builds it (an unchanged
         model reuses the cached build), uploads it to the board or starts the
-        virtual Uno, and connects over serial, closing any board a previous
-        %tinyml_flash left open. Shows the stages as they run, then the flash
-        and RAM the sketch uses and what the board reports about itself. The
-        board stays connected for %tinyml_predict. Returns a FlashResult
-        (``r.board`` is the Board).
+        virtual Uno, and connects over serial. The board a previous
+        %tinyml_flash connected keeps working until the new one is ready (its
+        port is released just before an upload), then it is closed; if
+        flashing fails, it stays. Shows the stages as they run, then the
+        flash and RAM the sketch uses and what the board reports about
+        itself. The board stays connected for %tinyml_predict. Returns a
+        FlashResult (``r.board`` is the Board).
         """
         if _wants_help(line):
             print(self.tinyml_flash.__doc__)
@@ -421,13 +424,14 @@ Examples
         requested = check_board(args.board if args.board is not None else self.board)
         port = (args.port if args.port is not None else self.port) or None
         name = api.resolve_name(args.name, self.root)
-        self.close_board()
+        previous = self._board
         notes = []
         with self._progress(f"flashing {name}") as bar:
             def progress(stage):  # stages are single words; a sentence is a note for the user
                 (notes.append if " " in str(stage).strip() else bar.stage)(str(stage).strip())
             board = api.flash(name=name, root=self.root, board=requested, port=port,
-                              runtime=args.runtime, progress=progress)
+                              runtime=args.runtime, progress=progress, release=previous)
+            self.close_board()  # the previous board (a no-op if the upload released it already)
             self._board = board
             self._flashed = self._int8_digest(name)
             info = board.info()

@@ -183,7 +183,7 @@ def resolve_fqbn(board: str) -> tuple[str | None, str]:
     key = str(board).strip()
     if key in BOARD_ALIASES:
         return key, BOARD_ALIASES[key]
-    if _FQBN.match(key):
+    if _FQBN.match(key) and not key.startswith("-"):
         base = ":".join(key.split(":")[:3])
         alias = next((a for a, f in BOARD_ALIASES.items() if f == base), None)
         return alias, key
