@@ -165,9 +165,15 @@ def print_summary(s: dict, nb, wall: float) -> None:
     print(f"  throughput         {_fmt(s['predictions_per_s'], ',.0f', ' predictions/s')}{share}")
     if s["flash_bytes"] is not None:
         print(f"  sketch             {s['flash_bytes']:,} B flash, {_fmt(s['ram_bytes'], ',')} B RAM")
-    print("  cell times         " + ", ".join(
-        f"{c.source.splitlines()[0].split()[0]} {cell_seconds(c):.1f} s" for c in nb.cells
-        if c.cell_type == "code" and cell_seconds(c) is not None and c.source.strip()))
+    timed = [(c.source.splitlines()[0][:32], cell_seconds(c)) for c in nb.cells
+             if c.cell_type == "code" and c.source.strip() and cell_seconds(c) is not None]
+    print("  cell times")
+    for label, seconds in timed:
+        print(f"    {seconds:6.1f} s  {label}")
+    first = next((i for i, (label, _) in enumerate(timed)
+                  if label.startswith("%tinyml_predict") and "--" not in label), None)
+    if first is not None:
+        print(f"  first board answer {sum(t for _, t in timed[:first + 1]):.1f} s after the first cell started")
     print(f"  wall time          {wall:.1f} s (kernel start included)")
 
 

@@ -279,10 +279,18 @@ def test_no_board_is_one_line(ip, trained, capsys):
 
 
 def test_real_board_without_hardware_is_one_line(ip, trained, capsys):
-    """No Uno is attached here: asking for one must fail with one line, not a traceback."""
-    result, out, err = run(ip, capsys, "%tinyml_flash --board uno --port /dev/nonexistent-tty")
-    assert_one_line_usage_error(result, out, err)
-    assert magics_of(ip).current_board is None
+    """No Uno is attached here: asking for one fails with one line, and the board already
+    connected keeps working."""
+    ip.run_cell("%tinyml_flash --name hp_mpg --board sim").raise_error()
+    board = magics_of(ip).current_board
+    try:
+        result, out, err = run(ip, capsys, "%tinyml_flash --board uno --port /dev/nonexistent-tty")
+        assert_one_line_usage_error(result, out, err)
+        assert magics_of(ip).current_board is board
+        result, out, err = run(ip, capsys, "%tinyml_predict 130")
+        assert result.success and result.result.all_agree
+    finally:
+        magics_of(ip).close_board()
 
 
 def test_stale_board_is_one_line(ip, root, capsys):
