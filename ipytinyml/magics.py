@@ -259,7 +259,7 @@ Examples
 ::
 
   In [1]: %%tinyml_train --data autompg --features horsepower --label mpg --name hp_mpg
-     ...:
+     ...: # no code: the default model
 
   In [2]: %%tinyml_train --data cars.csv --features weight,horsepower --label mpg --name cars
      ...: import keras
@@ -288,14 +288,16 @@ Examples
         """Train a small Keras regression model and save it with its data split.
 
         Loads the data, splits it 80/20 with a seed, trains, and saves the
-        model, the split and report.json under <root>/<name>/. Without a body
-        (or as a line magic) it trains the default model: Normalization ->
-        Dense(64, relu) -> Dense(1). A body is Python run in the notebook's
-        namespace that must define ``model`` (a keras.Model taking one input
-        per feature); an uncompiled model gets the fast full-batch recipe, a
-        compiled one is trained with its own ``fit`` settings. Shows live
-        progress, then the split sizes, the test MAE and (one feature) a plot
-        of the test data with the model's fit. Returns a TrainResult.
+        model, the split and report.json under <root>/<name>/. As a line
+        magic, or with a body of comments only, it trains the default model:
+        Normalization -> Dense(64, relu) -> Dense(1) (IPython itself refuses
+        a %% cell with nothing under its first line). A body is Python run in
+        the notebook's namespace that must define ``model`` (a keras.Model
+        taking one input per feature); an uncompiled model gets the fast
+        full-batch recipe, a compiled one is trained with its own ``fit``
+        settings. Shows live progress, then the split sizes, the test MAE and
+        (one feature) a plot of the test data with the model's fit. Returns a
+        TrainResult.
         """
         if _wants_help(line):
             print(self.tinyml_train.__doc__)

@@ -536,9 +536,6 @@ class FlashResult(_Result):
 
     def _pairs(self):
         pairs = _build_pairs(self.build) + _info_pairs(self.info)
-        if self.stages:
-            pairs.append(("stages", " · ".join(f"{k} {v:.1f} s" for k, v in self.stages.items()
-                                               if v is not None)))
         return pairs
 
     def __repr__(self) -> str:
@@ -660,9 +657,14 @@ class EvaluateResult(_Result):
             pairs.append(("test MAE", f"{self.mae:.3f} {self.label or ''}".rstrip()))
         if self.total:
             pct = 100.0 * (self.matched or 0) / self.total
+            oracle = self.parity.get("oracle") or "the notebook's int8 model"
             runtime = self.parity.get("runtime")
-            pairs.append(("parity", f"{self.matched}/{self.total} ({pct:.0f} %) board int8 == notebook int8"
-                          + (f" [{runtime}]" if runtime else "")))
+            pairs.append(("parity", f"{self.matched}/{self.total} test rows ({pct:.0f} %) bit-exact "
+                                    f"with {oracle}" + (f" ({runtime} runtime)" if runtime else "")))
+            raw_total = self.parity.get("raw_total")
+            if raw_total:
+                pairs.append(("every int8 input", f"{self.parity.get('raw_matched')}/{raw_total} "
+                                                  "bit-exact"))
         lat = self.latency
         if lat.get("device_us") is not None:
             cyc = lat.get("device_cycles")

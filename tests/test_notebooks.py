@@ -117,7 +117,7 @@ def test_main_notebook_flash_predict_and_parity(executed):
     assert report["latency"]["predictions_per_s"] > 0
     assert abs(report["mae"] - report["variants"]["int8"]["mae"]) < 1e-6  # the board is the int8 model
     test = _plain(_cell(nb, "%tinyml_predict --test"))
-    assert "78/78 (100 %)" in test and "predictions/s" in test
+    assert "78/78 test rows (100 %) bit-exact" in test and "predictions/s" in test
 
 
 def test_main_notebook_widget_and_report_cell(executed):
