@@ -116,7 +116,9 @@ class TinyMLMagics(Magics):
     board = Unicode("auto", help="Default --board of %tinyml_flash: 'auto' (a connected board, "
                     "else the virtual Uno), 'sim', 'uno', 'nano33ble' or a full FQBN.").tag(config=True)
     port = Unicode("", help="Default serial port of a real board ('' = discover it).").tag(config=True)
-    baud = Int(115200, help="Serial speed of the board in baud (the sketches use 115200).").tag(config=True)
+    baud = Int(115200, help="Serial speed of the board in baud. The generated sketches run at "
+               "115200; kept for boards flashed elsewhere (tm.flash has no baud parameter yet).").tag(
+        config=True)
     root = Unicode("tinyml", help="Folder holding one artifacts folder per model "
                    "(<root>/<name>/: model, .tflite files, sketch, build, report.json).").tag(config=True)
     verbose = Bool(True, help="Show live progress while training, converting, building and "

@@ -323,11 +323,16 @@ def test_config_settings_take_effect(ip, trained, tmp_path, capsys):
         assert (tmp_path / "elsewhere" / "moved" / "report.json").is_file()
         assert "training moved" not in out  # no progress line when verbose is off
         ip.run_line_magic("config", "TinyMLMagics.verbose = True")
-        result, out, err = run(ip, capsys, "%tinyml_quantize --variants float32")
+        result, out, err = run(ip, capsys, "%tinyml_quantize")
         assert "quantizing moved" in out
 
-        # a bad value is refused and the old one kept
+        # the default board: 'sim' asked for explicitly, so no "no board found" note
         ip.run_line_magic("config", "TinyMLMagics.board = 'sim'")
+        result, out, err = run(ip, capsys, "%tinyml_flash --name moved")
+        assert result.result.requested == "sim" and result.result.note is None
+        magics.close_board()
+
+        # a bad value is refused and the old one kept
         capsys.readouterr()
         ip.run_line_magic("config", "TinyMLMagics.board = 'unoo'")
         ip.run_line_magic("config", "TinyMLMagics.baud = -1")
