@@ -62,6 +62,25 @@ def _labels(report: dict) -> tuple[str, str]:
     return ",".join(data.get("features", ["x"])), data.get("label", "y")
 
 
+def _remove_tree(path: Path) -> None:
+    """Delete a build folder by renaming it to a hidden name first: a process killed half-way
+    through the delete never leaves a folder that still looks like a complete build."""
+    import tempfile
+
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    try:
+        grave = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, grave / path.name)
+    except OSError:
+        grave = path
+    shutil.rmtree(grave, ignore_errors=True)
+
+
 def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "native",
              board_name: str = "uno") -> tuple[Path, object, str]:
     """Write the sketch for ``target``; returns (sketch folder, model plan, model hash)."""
@@ -96,7 +115,7 @@ def build(sketch: Path, build_root: Path, fqbn: str = SIM_FQBN):
     digest = folder_digest(sketch, fqbn)[:16]
     cached = build_root / "cache" / digest
     meta = cached / "build.json"
-    if meta.is_file():
+    if all((cached / f).is_file() for f in ("build.json", "firmware.elf", "firmware.hex")):
         saved = json.loads(meta.read_text())
         return BuildResult(elf=cached / "firmware.elf", hex=cached / "firmware.hex",
                            flash_bytes=saved["flash_bytes"], ram_bytes=saved["ram_bytes"], log="(cached)")
@@ -110,7 +129,7 @@ def build(sketch: Path, build_root: Path, fqbn: str = SIM_FQBN):
                                                     "ram_bytes": result.ram_bytes}))
     for old in (build_root / "cache").iterdir():  # keep the cache to the latest build
         if old != staging:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_tree(old)
     os.replace(staging, cached)
     return BuildResult(elf=cached / "firmware.elf", hex=cached / "firmware.hex",
                        flash_bytes=result.flash_bytes, ram_bytes=result.ram_bytes, log=result.log)
@@ -179,7 +198,7 @@ def _flash_real(name, root, target, runtime, progress, release):
     if meta.is_file():
         sizes = json.loads(meta.read_text())
     else:
-        shutil.rmtree(build_root, ignore_errors=True)
+        _remove_tree(build_root)
         compiled = cli.compile(sketch, target.fqbn, out_dir)
         sizes = compiled.to_dict()
         artifacts.write_text(meta, json.dumps(sizes))
