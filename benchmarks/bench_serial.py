@@ -406,8 +406,12 @@ def run(repeats: int = 5, log=print) -> dict:
 
 def _summary(b: dict) -> dict:
     first = b["answers"][0]["t_ms"] if b["answers"] else None
+    # how long the host takes from an answer to the request it unblocks (2 requests in flight)
+    reactions = [b["sends_ms"][i + 2] - b["answers"][i]["t_ms"] for i in range(len(b["sends_ms"]) - 2)
+                 if i < len(b["answers"])]
     return {k: b[k] for k in ("n", "requests", "host_s", "per_s", "tx_bytes", "rx_bytes", "wire_bound_per_s",
                               "sim_s")} | {
+        "host_reaction_ms": statistics.median(reactions) if reactions else None,
         "ratio": b["per_s"] / b["wire_bound_per_s"], "first_answer_ms": first,
         "sim_over_wall": b["sim_s"] / b["host_s"],
         "cycles_per_inference": b["cycles"] / b["n"] if b["cycles"] else None,
