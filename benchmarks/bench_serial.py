@@ -194,7 +194,9 @@ def timed_batch(board, values, command="p"):
     link._write, link._await = timed_write, timed_await
     try:
         c0 = board.cycles()
+        cpu0 = time.process_time()
         outputs, timing = link.request_values(command, values)
+        host_cpu = time.process_time() - cpu0
         c1 = board.cycles()
     finally:
         del link._write, link._await
@@ -210,6 +212,7 @@ def timed_batch(board, values, command="p"):
         "per_s": n / timing.host_s, "tx_bytes": timing.tx_bytes, "rx_bytes": timing.rx_bytes,
         "wire_bound_per_s": n * (1 / BYTE_S) / max(timing.tx_bytes, timing.rx_bytes),
         "sim_s": (c1 - c0) / F_CPU, "cycles": timing.cycles,
+        "host_cpu_fraction": host_cpu / timing.host_s,
     }
 
 
@@ -410,7 +413,7 @@ def _summary(b: dict) -> dict:
     reactions = [b["sends_ms"][i + 2] - b["answers"][i]["t_ms"] for i in range(len(b["sends_ms"]) - 2)
                  if i < len(b["answers"])]
     return {k: b[k] for k in ("n", "requests", "host_s", "per_s", "tx_bytes", "rx_bytes", "wire_bound_per_s",
-                              "sim_s")} | {
+                              "sim_s", "host_cpu_fraction")} | {
         "host_reaction_ms": statistics.median(reactions) if reactions else None,
         "ratio": b["per_s"] / b["wire_bound_per_s"], "first_answer_ms": first,
         "sim_over_wall": b["sim_s"] / b["host_s"],

@@ -323,7 +323,9 @@ def details_serial(d) -> list[str]:
            f"CPU time ({fa['cpu_ms']:.1f}) + its answer on the wire ({fa['answer_ms']:.1f}), a third of the "
            f"whole batch. Simulator pacing is not a factor: simulated time / wall time over the batch is "
            f"{tb['sim_over_wall']:.3f}. The host is not a factor either: Python sends the next request "
-           f"{lp['host_reaction_ms']:.2f} ms (median) after the answer that allows it, and the pipelining window (two requests in flight, all an "
+           f"{lp['host_reaction_ms']:.2f} ms (median) after the answer that allows it, its process is on the "
+           f"CPU {100 * lp['host_cpu_fraction']:.0f} % of the batch's wall time (the rest is waiting for "
+           f"bytes), and the pipelining window (two requests in flight, all an "
            f"Uno's 63-byte RX buffer allows) only costs the waiting above.", "",
            "Host-side findings: (1) `deploy.evaluate` computes `wire_bound_per_s` after its raw 256-value "
            "batch, so the bound uses that batch's answer bytes per value "
