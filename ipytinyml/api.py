@@ -17,31 +17,34 @@ from .errors import TinyMLError
 
 DEFAULT_ROOT = "tinyml"
 SPLIT_FILE = "data.npz"
+SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
-_last_name: str | None = None
-
-
-def last_model() -> str | None:
-    """Name of the model most recently trained or used in this process."""
-    return _last_name
+_last: tuple[str, Path] | None = None  # (name, artifacts root) of the model used last
 
 
-def _remember(name: str) -> str:
-    global _last_name
-    _last_name = name
+def last_model(root: str | os.PathLike | None = None) -> str | None:
+    """Name of the model most recently trained or used in this process (in ``root``, if given)."""
+    if _last is None or (root is not None and Path(root).resolve() != _last[1]):
+        return None
+    return _last[0]
+
+
+def _remember(name: str, root: str | os.PathLike) -> str:
+    global _last
+    _last = (name, Path(root).resolve())
     return name
 
 
 def resolve_name(name: str | None, root: str | os.PathLike = DEFAULT_ROOT) -> str:
     """``name``, or the last model used; a helpful error when there is neither or it is unknown."""
     if name is None:
-        if _last_name is None:
+        name = last_model(root)
+        if name is None:
             known = artifacts.known_models(root)
-            if len(known) == 1:
-                return _remember(known[0])
-            raise TinyMLError("no model yet; train one first with %%tinyml_train (tm.train) "
-                              "or pass --name")
-        name = _last_name
+            if len(known) != 1:
+                raise TinyMLError(f"no model yet in {root}/; train one first with %%tinyml_train "
+                                  "(tm.train) or pass --name")
+            name = known[0]
     artifacts.check_name(name)
     if not (Path(root) / name / artifacts.REPORT).is_file():
         import difflib
@@ -50,7 +53,7 @@ def resolve_name(name: str | None, root: str | os.PathLike = DEFAULT_ROOT) -> st
         hint = f"did you mean {close[0]!r}?" if close else (
             f"known models: {', '.join(known)}" if known else "train it first with %%tinyml_train")
         raise TinyMLError(f"no model named {name!r} in {root}/", hint=hint)
-    return _remember(name)
+    return _remember(name, root)
 
 
 def _save_split(folder: Path, dataset) -> None:
@@ -63,12 +66,16 @@ def _save_split(folder: Path, dataset) -> None:
 def load_split(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) -> dict[str, np.ndarray]:
     """The train/test arrays saved with a model (``train_x``, ``train_y``, ``test_x``, ``test_y``)."""
     folder = artifacts.model_dir(root, resolve_name(name, root))
+    damaged = TinyMLError(f"the saved data split of {folder.name!r} is missing or damaged; "
+                          "re-run %%tinyml_train")
     try:
-        with np.load(folder / SPLIT_FILE) as saved:
-            return {key: saved[key] for key in saved.files}
-    except (OSError, ValueError) as exc:
-        raise TinyMLError(f"the saved data split of {folder.name!r} is missing or damaged; "
-                          "re-run %%tinyml_train") from exc
+        with np.load(folder / SPLIT_FILE, allow_pickle=False) as saved:
+            split = {key: saved[key] for key in saved.files}
+    except Exception as exc:  # noqa: BLE001 - OSError, BadZipFile, EOFError, a bare .npy...: all damage
+        raise damaged from exc
+    if not all(key in split for key in SPLIT_KEYS):
+        raise damaged
+    return split
 
 
 def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp_mpg",
@@ -122,7 +129,7 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
         "variants": {"keras": {"mae": mae, "sha256": artifacts.sha256(keras_path.read_bytes())}},
     }
     artifacts.write_report(folder, report)
-    _remember(name)
+    _remember(name, root)
     return report
 
 

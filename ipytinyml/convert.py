@@ -46,6 +46,38 @@ def _quiet():
         os.close(saved)
 
 
+def fold_normalization(model):
+    """A copy of ``model`` with a leading ``Normalization`` folded into the ``Dense`` after it.
+
+    ``Dense(W, b)`` applied to ``(x - mean) / std`` is ``Dense(W / std, b - (mean / std) @ W)``
+    applied to ``x``. With more than one feature the converter would otherwise keep
+    SUB and MUL ops that the microcontroller runtimes do not need; other models are
+    returned unchanged.
+    """
+    import keras
+
+    layers = getattr(model, "layers", [])
+    if (not isinstance(model, keras.Sequential) or len(layers) < 2
+            or not isinstance(layers[0], keras.layers.Normalization) or layers[0].invert
+            or not isinstance(layers[1], keras.layers.Dense)):
+        return model
+    norm, dense = layers[0], layers[1]
+    mean = np.asarray(norm.mean, dtype=np.float64).reshape(-1)
+    std = np.maximum(np.sqrt(np.asarray(norm.variance, dtype=np.float64).reshape(-1)),
+                     keras.config.epsilon())
+    kernel, bias = (np.asarray(w, dtype=np.float64) for w in dense.get_weights())
+    if kernel.shape[0] != mean.size:  # a Normalization over another axis: leave it alone
+        return model
+    folded = keras.layers.Dense.from_config({**dense.get_config(), "name": dense.name + "_folded"})
+    rest = [type(layer).from_config(layer.get_config()) for layer in layers[2:]]
+    copy = keras.Sequential([keras.Input((mean.size,)), folded, *rest], name=model.name)
+    folded.set_weights([(kernel / std[:, None]).astype(np.float32),
+                        (bias - (mean / std) @ kernel).astype(np.float32)])
+    for new, old in zip(rest, layers[2:]):
+        new.set_weights(old.get_weights())
+    return copy
+
+
 def _converter_for(model):
     """``from_keras_model``, or the brief's fallback through a SavedModel export."""
     import tensorflow as tf
@@ -91,6 +123,7 @@ def convert(model, variant: str, train_x: np.ndarray | None = None, *,
         raise ConvertError("per_channel and int8_io apply to the int8 variant only")
     if variant == "int8" and (train_x is None or len(train_x) == 0):
         raise ConvertError("the int8 variant needs training features for its representative dataset")
+    model = fold_normalization(model)
     if variant == "int8":
         # TF's int8 calibration crashes the whole process (SIGSEGV, seen with TF 2.21) on ops
         # that have no int8 kernel, such as EXP in softplus: refuse those from the float graph.

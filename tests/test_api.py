@@ -59,9 +59,21 @@ def test_quantize_writes_every_variant(trained):
 def test_name_defaults_to_last_model(trained):
     root, _ = trained
     tm.train(name="latest", root=root, epochs=20)
-    assert tm.last_model() == "latest"
+    assert tm.last_model() == "latest" and tm.last_model(root) == "latest"
     report = tm.quantize(root=root, variants="float32")
     assert report["name"] == "latest"
+
+
+def test_last_model_belongs_to_its_artifacts_folder(trained, tmp_path):
+    root, _ = trained
+    tm.train(name="elsewhere", root=tmp_path / "a", epochs=5)
+    tm.train(name="other", root=tmp_path / "b", epochs=5)
+    assert tm.last_model(tmp_path / "a") is None  # "other" lives in b/
+    report = tm.quantize(root=tmp_path / "a", variants="float32")  # the only model in a/
+    assert report["name"] == "elsewhere"
+    tm.train(name="third", root=tmp_path / "a", epochs=5)
+    with pytest.raises(TinyMLError, match="no model yet"):
+        tm.quantize(root=tmp_path / "c")
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "", "1abc", "x" * 80, "hp mpg", "..", "/tmp/x"])

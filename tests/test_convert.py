@@ -92,3 +92,25 @@ def test_bad_arguments(keras_models, autompg_split):
 def test_micro_arena_measured(tflite_models):
     float_io, int8_io = micro_arena_bytes(tflite_models["int8"]), micro_arena_bytes(tflite_models["int8_io"])
     assert 500 < int8_io < float_io < 4096  # the brief measured ~1.3 KB and ~1.49 KB
+
+
+def test_multi_feature_normalization_is_folded_into_the_first_dense():
+    """With several features Keras' Normalization would leave SUB and MUL ops that the board
+    runtimes do not run; convert() folds it into the first Dense, numerically the same model."""
+    import keras
+
+    from ipytinyml.convert import fold_normalization
+    from ipytinyml.quant import plan_from_model
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(200, 2)) * [10, 800] + [100, 3000]).astype(np.float32)
+    norm = keras.layers.Normalization(axis=-1)
+    norm.adapt(x)
+    model = keras.Sequential([keras.Input((2,)), norm, keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1)])
+    folded = fold_normalization(model)
+    assert not any(isinstance(layer, keras.layers.Normalization) for layer in folded.layers)
+    np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+    int8 = read_tflite(convert(model, "int8", x))
+    assert int8.op_names == ("QUANTIZE", "FULLY_CONNECTED", "FULLY_CONNECTED", "DEQUANTIZE")
+    assert plan_from_model(int8).n_inputs == 2
+    np.testing.assert_allclose(run_litert(convert(model, "float32"), x), np.asarray(model(x)), atol=1e-4)
