@@ -83,7 +83,11 @@ def load_keras(folder: Path):
     path = folder / KERAS_MODEL
     if not path.is_file():
         raise TinyMLError(f"no trained model in {folder}; run %%tinyml_train (tm.train) first")
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as exc:  # noqa: BLE001 - a damaged zip fails in many ways inside keras
+        raise TinyMLError(f"{path} is damaged and cannot be loaded ({type(exc).__name__}); re-run "
+                          "%%tinyml_train to save the model again") from exc
 
 
 def read_report(folder: Path) -> dict:
@@ -92,9 +96,16 @@ def read_report(folder: Path) -> dict:
         raise TinyMLError(f"no model named {folder.name!r} in {folder.parent}; "
                           "run %%tinyml_train (tm.train) first")
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise TinyMLError(f"{path} is not valid JSON; re-run %%tinyml_train to rebuild it") from exc
+    variants = report.get("variants") if isinstance(report, dict) else None
+    keras_entry = variants.get("keras") if isinstance(variants, dict) else None
+    if not isinstance(keras_entry, dict) or not isinstance(keras_entry.get("sha256"), str) \
+            or not all(isinstance(v, dict) for v in variants.values()):
+        raise TinyMLError(f"{path} is damaged (no entry for the trained model); re-run "
+                          "%%tinyml_train to rebuild it")
+    return report
 
 
 def write_report(folder: Path, report: dict) -> None:
