@@ -57,9 +57,17 @@ def choose_target(board: str, port: str | None):
     return target, target.note
 
 
+def _wire_label(text: str) -> str:
+    """A column name as the board may print it: the protocol's lines are printable ASCII, so a
+    name with a line break, a control character or non-ASCII text cannot split or garble the
+    board's human answers (spaces become '_' too, so a label stays one word)."""
+    return "".join(c if 33 <= ord(c) < 127 else "_" for c in str(text)) or "_"
+
+
 def _labels(report: dict) -> tuple[str, str]:
     data = report.get("data", {})
-    return ",".join(data.get("features", ["x"])), data.get("label", "y")
+    return (",".join(_wire_label(f) for f in data.get("features", ["x"])),
+            _wire_label(data.get("label", "y")))
 
 
 def _remove_tree(path: Path) -> None:
