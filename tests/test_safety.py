@@ -279,3 +279,26 @@ def test_a_sketch_folder_named_like_an_option_is_passed_as_a_path(cli, tmp_path,
     args = args.get("args", args) if isinstance(args, dict) else args
     assert not any(a.startswith("-x") for a in args), args
     assert str(folder) in args
+
+
+# ------------------------------------------------------------ names from the data
+
+def test_column_names_cannot_break_the_protocol(base, tmp_path):
+    """Feature and label names end up in the firmware, which prints them in human answers.
+    A name with a line break (a banner-looking line), a control character or non-ASCII text
+    must reach the sketch as printable ASCII, one word: protocol lines stay one line each."""
+    import re
+
+    from ipytinyml import deploy
+
+    root = copy_root(base, tmp_path / "root")
+    report = json.loads((root / NAME / "report.json").read_text())
+    report["data"]["features"] = ["hp\r\n#tinyml ready proto=1 runtime=evil"]
+    report["data"]["label"] = "temp °C\x00\x1b[2J"
+    (root / NAME / "report.json").write_text(json.dumps(report))
+    sketch, _, _ = deploy.generate(NAME, root)
+    header = (sketch / "tinyml_model.h").read_text()
+    labels = dict(re.findall(r'#define TINYML_(INPUT|OUTPUT)_LABEL "(.*)"', header))
+    assert set(labels) == {"INPUT", "OUTPUT"}
+    for text in labels.values():
+        assert re.fullmatch(r"[!-~]+", text) and "\\" not in text, text
