@@ -16,7 +16,8 @@ Then every ``ok`` answer is checked bit for bit: raw requests against
 
 The sender respects the Uno's 64-byte receive buffer: one line in flight, its
 answer awaited before the next line's bytes go out. The simulator runs
-unpaced (``speed=0``); the UART still takes 87 simulated microseconds a byte.
+unpaced (``speed=0``; one shorter run in real time); the UART still takes 87
+simulated microseconds a byte.
 
 The normal tier sends a few thousand lines; the ``slow`` tier 100,000.
 """
@@ -51,7 +52,7 @@ def firmware(tmp_path_factory):
             "model": real_model(plan, model_hash, "horsepower", "mpg")}
 
 
-def fuzz_board(firmware, seed: int, lines: int):
+def fuzz_board(firmware, seed: int, lines: int, speed: float = 0):
     """Run ``lines`` fuzzed lines through a fresh virtual board; returns the stats."""
     import serial
     from ipytinyml.toolchain.sim import VirtualBoard
@@ -59,7 +60,7 @@ def fuzz_board(firmware, seed: int, lines: int):
     model = firmware["model"]
     fuzzer = Fuzzer(seed, max_values=model.max_values, n_in=model.n_in,
                     input_scale=firmware["plan"].input.scale)
-    with VirtualBoard(firmware["elf"], speed=0) as vb:
+    with VirtualBoard(firmware["elf"], speed=speed) as vb:
         ser = serial.Serial(vb.port, 115200, timeout=0.05, write_timeout=5)
         try:
             session = FuzzSession(ser, model)
@@ -129,6 +130,14 @@ def test_fuzzed_lines_never_hang_reset_or_answer_wrong(firmware, seed):
     assert len(stats.free) == 1, f"free RAM changed between info requests: {stats.free}"
     assert stats.ok > 100 and stats.human > 20
     check_bit_exact(firmware, stats)
+
+
+def test_fuzzed_lines_in_real_time(firmware):
+    """A shorter run paced to real time, as the notebook's virtual board runs (input then
+    arrives while the sketch sleeps between timer ticks, not only while it computes)."""
+    stats = fuzz_board(firmware, 5, 300, speed=1)
+    report(stats, "fuzz real time")
+    assert len(stats.free) == 1 and stats.ok > 30
 
 
 def test_fuzzing_reaches_every_error_code(firmware):
