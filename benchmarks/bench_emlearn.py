@@ -354,6 +354,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    try:
+        import emlearn  # noqa: F401
+    except ImportError:
+        print("bench_emlearn: needs emlearn (a benchmark-only dependency): pip install emlearn",
+              file=sys.stderr)
+        return 1
     r = run()
     print(report(r))
     if args.json:
