@@ -166,6 +166,10 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
     split = load_split(name, root)
     model = artifacts.load_keras(folder)
     keras_sha = report["variants"]["keras"]["sha256"]
+    if artifacts.sha256((folder / artifacts.KERAS_MODEL).read_bytes()) != keras_sha:
+        # train writes report.json last: a training stopped half-way left a new model.keras
+        raise TinyMLError(f"{artifacts.KERAS_MODEL} of {name!r} is not the model its report.json "
+                          "describes (was a training interrupted?); re-run %%tinyml_train")
 
     converted: dict[str, bytes] = {}
     entries: dict[str, dict] = {}
