@@ -200,6 +200,15 @@ def _npy(values) -> bytes:
     return buffer.getvalue()
 
 
+def _other_keras(ctx: Ctx) -> bytes:
+    """Another real model.keras (the saved one with its last kernel changed)."""
+    from ipytinyml import artifacts
+    model = artifacts.load_keras(ctx.folder)
+    model.layers[-1].kernel.assign(model.layers[-1].kernel.numpy() * 1.01)
+    artifacts.save_keras(model, ctx.tmp)
+    return (ctx.tmp / "model.keras").read_bytes()
+
+
 def _truncate(name: str, keep: float):
     def setup(ctx: Ctx) -> None:
         data = (ctx.folder / name).read_bytes()
@@ -277,6 +286,8 @@ CASES: dict[str, Case] = {
     "report.json no variants": Case("%tinyml_quantize", "report.json", _write("report.json", '{"name": "hp_mpg"}')),
     "model.keras garbage": Case("%tinyml_quantize", "model.keras", _write("model.keras", b"PK\x03\x04" + bytes(500))),
     "model.keras truncated": Case("%tinyml_quantize", "model.keras", _truncate("model.keras", 0.5)),
+    "model.keras of an interrupted training": Case("%tinyml_quantize", "interrupted", lambda ctx: ctx.write(
+        "model.keras", ctx.values.setdefault("other_keras", _other_keras(ctx)))),
     "model.keras missing": Case("%tinyml_quantize", "trained model", _remove("model.keras")),
     "data.npz garbage": Case("%tinyml_quantize", "data split", _write("data.npz", b"\x93NUMPY garbage")),
     "data.npz truncated": Case("%tinyml_quantize", "data split", _truncate("data.npz", 0.5)),

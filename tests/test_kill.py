@@ -313,3 +313,20 @@ def test_a_cache_entry_left_incomplete_is_rebuilt(payloads, tmp_path, monkeypatc
     (entry / "firmware.elf").unlink()
     check_next_flash(root, payloads["dir"])
     check_cache_entries(root, payloads["dir"])
+
+
+def test_quantize_refuses_the_model_of_an_interrupted_training(payloads, tmp_path):
+    """train writes data.npz, model.keras, then report.json. Killed after model.keras, the
+    folder holds a new model and the old report: quantize must say so (one line), not convert
+    the new model under the old model's hash, which would hide it from the stale-build check."""
+    import ipytinyml as tm
+    from ipytinyml.errors import TinyMLError
+
+    root = copy_root(payloads["base"], tmp_path / "root")
+    shutil.copyfile(payloads["dir"] / "B" / "model.keras", root / NAME / "model.keras")
+    before = digests(root)
+    with pytest.raises(TinyMLError, match="interrupted") as info:
+        tm.quantize(name=NAME, root=root)
+    assert "\n" not in str(info.value) and "%%tinyml_train" in str(info.value)
+    assert digests(root) == before
+    check_loads(root / NAME)
