@@ -19,7 +19,6 @@ the AVR compiler is replaced, in the flash trials, by a copy of a real ELF/HEX.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random

@@ -12,7 +12,9 @@ import collections
 import time
 from dataclasses import dataclass, field
 
-from .fuzz import Framer, expected, segments
+from fake_model import ref
+
+from .fuzz import Framer, Item, expected, normalize, segments
 
 ANSWER_TIMEOUT = 5.0
 
@@ -125,7 +127,7 @@ class FuzzSession:
             raise self.fail(f"non-ASCII answer {got!r} to {line!r}") from None
         if any(ord(c) < 32 for c in text):
             raise self.fail(f"control characters in the answer {got!r} to {line!r}")
-        if (normalized := expected_normalized(text)) != want:
+        if normalize(text) != want:
             raise self.fail(f"answer to {line!r}{' (overlong)' if overflow else ''}:\n"
                             f"  board: {text!r}\n  spec:  {want!r}")
         self._record(line, text)
@@ -146,7 +148,6 @@ class FuzzSession:
             return
         self.stats.cycles.append(int(fields["cyc"]))
         outputs = _ok_values(text)
-        from fake_model import ref
         body = line.lstrip(b" ,\t")
         tokens = ref._tokens(body[1:])[1:]  # drop the id
         command, values = tokens[0], tokens[1:]
@@ -158,8 +159,8 @@ class FuzzSession:
     def sync(self, rid: int = 4242) -> str:
         """An info request: the board still serves (and nothing stray is pending)."""
         if self.framer.partial:  # end whatever partial line the board holds
-            self.send_item(_Item("sync", [b"\n"], [0.0]))
-        self.send_item(_Item("sync", [f"!{rid} i\n".encode()], [0.0]))
+            self.send_item(Item("sync", [b"\n"], [0.0]))
+        self.send_item(Item("sync", [f"!{rid} i\n".encode()], [0.0]))
         stray = self.reader.line(0.3)
         if stray is not None:
             raise self.fail(f"an extra line from the board: {stray!r}")
@@ -175,14 +176,3 @@ class FuzzSession:
             raise self.fail(f"{self.reader.banners} banners seen: the board reset")
         return self.stats
 
-
-def expected_normalized(text: str) -> str:
-    from .fuzz import normalize
-    return normalize(text)
-
-
-@dataclass
-class _Item:
-    kind: str
-    chunks: list
-    pauses: list
