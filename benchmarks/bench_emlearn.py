@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avr_timer1 import TIMER1_NOW  # benchmarks/ is on sys.path: they run as scripts
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,22 +64,7 @@ EML_DRIVER = r"""
 #include "eml_model.h"
 #include "eml_inputs.h"
 
-static volatile uint16_t t1_wraps;
-ISR(TIMER1_OVF_vect) { ++t1_wraps; }
-
-static uint32_t now(void)
-{
-    uint16_t low, high;
-    const uint8_t sreg = SREG;
-    cli();
-    low = TCNT1;
-    high = t1_wraps;
-    if ((TIFR1 & _BV(TOV1)) && low < 0x8000u)
-        ++high;
-    SREG = sreg;
-    return ((uint32_t)high << 16) | low;
-}
-
+""" + TIMER1_NOW + r"""
 static void put_char(char c)
 {
     while (!(UCSR0A & _BV(UDRE0))) {

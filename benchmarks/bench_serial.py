@@ -43,6 +43,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from avr_timer1 import TIMER1_NOW  # benchmarks/ is on sys.path: they run as scripts
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -63,22 +65,7 @@ DRIVER = r"""
 #include "tinyml_protocol.h"
 #include "bench_lines.h"
 
-static volatile uint16_t t1_wraps;
-ISR(TIMER1_OVF_vect) { ++t1_wraps; }
-
-static uint32_t now(void)
-{
-    uint16_t low, high;
-    const uint8_t sreg = SREG;
-    cli();
-    low = TCNT1;
-    high = t1_wraps;
-    if ((TIFR1 & _BV(TOV1)) && low < 0x8000u)
-        ++high;
-    SREG = sreg;
-    return ((uint32_t)high << 16) | low;
-}
-
+""" + TIMER1_NOW + r"""
 static const char *rp;
 static uint8_t line_done;
 static uint16_t n_out;
