@@ -221,6 +221,75 @@ def test_parser_correct_rounding_white_box(tmp_path):
             assert int(q) == m.quantize(want), tok
 
 
+# Scales for the fast-path sweeps: the three models', the tutorial's horsepower
+# scale (~0.882) and a small one (0.001), so integers and short decimals land
+# on every int8 step and on .5 ties instead of saturating.
+FAST_PATH_MODELS = {
+    "one": MODELS["one"], "multi": MODELS["multi"], "wide": MODELS["wide"],
+    "hp": FakeModel(input_scale_bits=0x3F61E1E2, input_zero_point=-128),
+    "milli": FakeModel(input_scale_bits=0x3A83126F, input_zero_point=3),
+}
+
+
+def _vector_quantize(x: np.ndarray, m: FakeModel) -> np.ndarray:
+    """numpy QUANTIZE of float32 values (as ref.quantize, vectorized)."""
+    with np.errstate(over="ignore"):
+        t = (x.astype(np.float32) / np.float32(m.input_scale)).astype(np.float64)
+    r = np.clip(np.sign(t) * np.floor(np.abs(t) + 0.5), -256, 256)
+    return np.clip(r + m.input_zero_point, -128, 127).astype(int)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_PATH_MODELS))
+def test_fast_path_agrees_with_slow_path(tmp_path, name):
+    """The parser's 32-bit fast path (at most 9 significant digits, D * 10^e
+    with D * 10^e or 10^-e below 10^9) against its exact byte-integer path,
+    forced by padding the same number with zeros to more than 9 significant
+    digits: every integer in -70000..70000, short decimals, the .5 ties of
+    x / scale written with 0-7 decimals, 1-9-digit values at every fast-path
+    exponent. Same float32 bits, same int8; the integers also against numpy,
+    the rest against the exact reference."""
+    m = FAST_PATH_MODELS[name]
+    exe = board.build_parse_driver(m, tmp_path / "parse_driver")
+    rng = random.Random(7 + len(name))
+    n_int = 140001
+    tokens = [str(i) for i in range(-70000, 70001)]
+    tokens += [f"{rng.randint(-99999, 99999) / 10 ** k:.{k}f}" for k in range(1, 5) for _ in range(5000)]
+    scale = Fraction(m.input_scale)
+    for k in range(-300, 300):
+        tie = float((k + Fraction(1, 2)) * scale)
+        tokens += [f"{tie:.{d}f}" for d in range(0, 8)]
+    for digits in range(1, 10):
+        for e in range(-9, 10 - digits):
+            for _ in range(40):
+                d = rng.randrange(10 ** (digits - 1), 10 ** digits)
+                tokens.append(f"{rng.choice(['-', '+', '']) if rng.random() < 0.3 else ''}{d}e{e}")
+
+    def padded(tok: str) -> str:
+        mant, _, exp = tok.partition("e")
+        if "." not in mant:
+            mant += "."
+        return mant + "0" * 12 + (f"e{exp}" if exp else "")
+
+    data = "\n".join(tokens + [padded(t) for t in tokens]).encode() + b"\n"
+    out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode()
+    results = out.splitlines()
+    assert len(results) == 2 * len(tokens)
+    fast, slow = results[:len(tokens)], results[len(tokens):]
+    for tok, f, s in zip(tokens, fast, slow):
+        assert f == s, (tok, f, s)
+    assert all(r.split()[0] == "0" for r in fast)
+    got_q = np.array([int(r.split()[2]) for r in fast[:n_int]])
+    want_x = np.arange(-70000, 70001, dtype=np.float32)
+    assert (got_q == _vector_quantize(want_x, m)).all()
+    assert [int(r.split()[1], 16) for r in fast[:n_int]] == [
+        struct.unpack("<I", struct.pack("<f", float(x)))[0] if x else 0 for x in want_x]
+    for tok, r in zip(tokens[n_int:], fast[n_int:]):
+        code, want = ref.parse_decimal(tok.encode())
+        got = struct.unpack("<f", struct.pack("<I", int(r.split()[1], 16)))[0]
+        assert code == 0 and got == want and math.copysign(1, got) == math.copysign(1, want), tok
+        assert int(r.split()[2]) == m.quantize(want), tok
+
+
 def _fraction_to_decimal(v: Fraction, digits: int) -> str:
     """v written with `digits` significant digits (truncated), scientific."""
     e = 0

@@ -19,14 +19,17 @@
  *
  * Numbers, exactly and with integers only (no float library on AVR):
  * - A decimal token D * 10^e becomes the correctly rounded float32 (ties to
- *   even) by binary long division of R = D * 10^e by V = 10^-e, in 32-bit
- *   registers when both are below 2^30 (the common case) and on byte arrays
- *   otherwise. Up to 20 significant digits are kept; a longer number keeps
- *   20 and a sticky 21st digit (1 if any dropped digit is non-zero), exact
- *   unless the dropped digits decide a tie.
- * - QUANTIZE divides that float32 by the float32 input scale with a 24-bit
- *   long division rounded to float32 (ties to even), as an IEEE float32
- *   division does, then rounds half away from zero and clamps to int8.
+ *   even). The common case, at most 9 significant digits with D * 10^e or
+ *   10^-e below 10^9, takes 32-bit registers: an integer below 2^24 is
+ *   only normalized, else one long division of D * 10^e by 10^-e that stops
+ *   when the remainder is 0. Otherwise binary long division of R = D * 10^e
+ *   by V = 10^-e on byte arrays. Up to 20 significant digits are kept; a
+ *   longer number keeps 20 and a sticky 21st digit (1 if any dropped digit
+ *   is non-zero), exact unless the dropped digits decide a tie.
+ * - QUANTIZE divides that float32 by the float32 input scale by long
+ *   division, only as far as the result needs (see quantize()), with the
+ *   result of rounding the quotient to float32 (ties to even) as an IEEE
+ *   division does, then rounding half away from zero; clamps to int8.
  * - The human answer prints scale * (q - zero_point), computed exactly, with
  *   two decimals (rounded half away from zero).
  */
@@ -245,9 +248,13 @@ static uint32_t f_mant;
 static int16_t f_exp;
 static uint8_t f_neg;
 
+/* R = V = 0. Bytes from big_n up are never read: only the 4 bytes
+ * big_u32() reads are cleared, a byte is cleared in both integers when
+ * either grows to it (no 52-byte memset per number). */
 static void big_clear(void)
 {
-    memset(big, 0, sizeof big);
+    for (uint8_t i = 0; i < 4; i++)
+        BIG_R[i] = BIG_V[i] = 0;
     big_n = 1;
 }
 
@@ -260,8 +267,10 @@ static void big_mul_add(uint8_t *a, uint8_t mul, uint8_t add)
         a[i] = (uint8_t)c;
         c >>= 8;
     }
-    if (c && big_n < BIG_BYTES)
+    if (c && big_n < BIG_BYTES) {
+        BIG_R[big_n] = BIG_V[big_n] = 0;
         a[big_n++] = (uint8_t)c;
+    }
 }
 
 /* R <=> V: -1, 0, 1 */
@@ -301,18 +310,24 @@ static int16_t small_round(uint32_t r, uint32_t v, int16_t x)
         v <<= 1;
     for (; r < v; x--)
         r <<= 1;
-    /* now v <= r < 2v: 24 quotient bits and a round bit by long division */
-    for (uint8_t i = 0; i < 25; i++) {
+    /* now v <= r < 2v: 24 quotient bits and a round bit by long division,
+     * which stops once the remainder is 0 (exact quotients: integers) */
+    for (uint8_t i = 25; i; i--) {
         m <<= 1;
         if (r >= v) {
             r -= v;
             m |= 1;
+        }
+        if (!r) {
+            m <<= i - 1;
+            break;
         }
         r <<= 1;
     }
     return round_mantissa(m, r != 0, x);
 }
 
+/* the low 4 bytes of a byte integer */
 static uint32_t big_u32(const uint8_t *a)
 {
     return a[0] | (uint16_t)a[1] << 8 | (uint32_t)a[2] << 16 | (uint32_t)a[3] << 24;
@@ -324,8 +339,6 @@ static int16_t big_round(void)
     uint32_t m = 0;
     uint8_t i, sticky = 0;
     int16_t x = 0;
-    if (big_n <= 4 && BIG_R[3] < 0x40 && BIG_V[3] < 0x40)
-        return small_round(big_u32(BIG_R), big_u32(BIG_V), 0);
     for (; big_cmp() >= 0; x++)
         big_mul_add(BIG_V, 2, 0);
     for (; big_cmp() < 0; x--)
@@ -350,20 +363,52 @@ static int16_t big_round(void)
 
 /* TFLite QUANTIZE of the float32 f_*: t = x / scale rounded to float32,
  * round half away from zero, add the zero point, clamp to int8. |t| >= 256
- * saturates (TFLite's cast to int32 is undefined beyond 2^31). */
+ * saturates (TFLite's cast to int32 is undefined beyond 2^31).
+ *
+ * Exactly, with only as many quotient bits as decide the result: |x| /
+ * scale = q * 2^e with 1 <= q < 2, its bits from 2^e down. With n the
+ * integer part and h the 2^-1 bit: h = 1 means |t| >= n + 0.5 (n + 0.5 is a
+ * float32), so n + 1; h = 0 gives n unless the quotient's bits from 2^-2
+ * down to the round bit (2^(e-24)) are all ones, when rounding to float32
+ * carries into n + 0.5 (ties go there too: its mantissa is even), so n + 1.
+ * That is (floor(2 |t|) + 1 + carry) / 2, and the first zero bit below h
+ * rules the carry out: usually a bit or two after h, not 25 bits. */
 static int8_t quantize(void)
 {
-    int16_t x, r = 0;
+    int16_t r = 0;
     if (f_mant) {
-        x = small_round(f_mant, F32_MANT(TINYML_INPUT_SCALE_BITS),
-                        (int16_t)(f_exp - F32_EXP(TINYML_INPUT_SCALE_BITS)));
-        /* |t| = f_mant * 2^(x - 23); round half away: (|t| * 2 + 1) / 2 */
-        if (x >= 8)
-            r = 256;
-        else if (x >= -1)
-            r = (int16_t)(((f_mant >> (22 - x)) + 1) >> 1);
-        if (f_neg)
-            r = (int16_t)-r;
+        uint32_t a = f_mant, v = F32_MANT(TINYML_INPUT_SCALE_BITS);
+        int16_t x = (int16_t)(f_exp - F32_EXP(TINYML_INPUT_SCALE_BITS));
+        uint16_t n = 0;     /* floor(2 |t|), then |t| rounded */
+        if (a < v) {
+            a <<= 1;
+            x--;
+        }
+        /* now v <= a < 2v: |x / scale| = (a / v) * 2^x; beyond 2^8 all
+         * saturate, so 2^8 stands for them */
+        if (x > 8)
+            x = 8;
+        if (x >= -2) {
+            uint8_t head = (uint8_t)(x + 2);    /* bits 2^x .. 2^-1 */
+            uint8_t tail = (uint8_t)(23 - x);   /* bits 2^-2 .. 2^(x-24) */
+            for (;;) {
+                uint8_t bit = a >= v;
+                if (bit)
+                    a -= v;
+                a <<= 1;
+                if (head) {
+                    head--;
+                    n = (uint16_t)(n * 2 + bit);
+                } else if (!bit) {
+                    break;
+                } else if (!--tail) {
+                    n++;        /* all ones down to the round bit: carries */
+                    break;
+                }
+            }
+        }
+        n = (uint16_t)((n + 1) >> 1);
+        r = (int16_t)(f_neg ? -(int16_t)n : (int16_t)n);
     }
     r = (int16_t)(r + (TINYML_INPUT_ZERO_POINT));
     return (int8_t)(r > 127 ? 127 : r < -128 ? -128 : r);
@@ -437,24 +482,41 @@ static uint8_t parse_value(char cmd, int8_t *q)
         return 0;
     }
 
-    if (flags & P_STICKY) {
-        big_mul_add(BIG_R, 10, 1);
-        nd++;
-        e10--;
-    }
     if (nd && nd + e10 > 39)
         return E_RANGE;                 /* >= 1e39 > FLT_MAX */
     f_neg = neg;
     f_exp = 0;
-    if (nd && nd + e10 > -39) {         /* else < 1e-39 < 2^-126: flushed to 0 */
+    if (!nd || nd + e10 <= -39)
+        return 0;                       /* 0, or < 1e-39 < 2^-126: flushed to 0 */
+    if (nd <= 9 && e10 >= -9 && nd + e10 <= 9) {
+        /* the common case, D * 10^e10 with D and 10^-e10 or D * 10^e10
+         * below 10^9 < 2^30: one 32-bit long division (it stops early for
+         * exact quotients), none for integers below 2^24 */
+        uint32_t d = big_u32(BIG_R);
         for (; e10 > 0; e10--)
-            big_mul_add(BIG_R, 10, 0);  /* R = D * 10^e10 */
-        for (; e10 < 0; e10++)
-            big_mul_add(BIG_V, 10, 0);  /* V = 10^-e10 */
-        f_exp = big_round();
-        if (f_exp > 127)
-            return E_RANGE;             /* rounds to infinity */
+            d *= 10;
+        if (!e10 && d < 0x1000000UL) {
+            /* an integer below 2^24 is a float32 already: normalize */
+            for (e10 = 23; d < 0x800000UL; e10--)
+                d <<= 1;
+            f_mant = d;
+            f_exp = e10;
+        } else {
+            f_exp = small_round(d, e10 ? TINYML_FLASH_U32(&powers_of_10[9 + e10]) : 1, 0);
+        }
+        return 0;
     }
+    if (flags & P_STICKY) {
+        big_mul_add(BIG_R, 10, 1);
+        e10--;
+    }
+    for (; e10 > 0; e10--)
+        big_mul_add(BIG_R, 10, 0);      /* R = D * 10^e10 */
+    for (; e10 < 0; e10++)
+        big_mul_add(BIG_V, 10, 0);      /* V = 10^-e10 */
+    f_exp = big_round();
+    if (f_exp > 127)
+        return E_RANGE;                 /* rounds to infinity */
     return 0;
 }
 
