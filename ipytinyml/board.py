@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DataError
 from .quant import ModelPlan, dequantize, evaluate_plan, predict_float, quantize
 
 
@@ -55,7 +56,7 @@ class Board:
         """int8 inputs straight into the first layer -> int8 outputs, rows [n, n_outputs]."""
         q = np.asarray(values).reshape(-1)
         if q.size == 0 or q.size % self.plan.n_inputs:
-            raise ValueError(f"give a multiple of {self.plan.n_inputs} int8 values")
+            raise DataError(f"give a multiple of {self.plan.n_inputs} int8 values")
         return self._invoke("r", q.astype(np.int64)).reshape(-1, self.plan.n_outputs)
 
     def compare(self, values) -> list[Prediction]:
@@ -87,12 +88,19 @@ class Board:
 
     # -- plumbing ---------------------------------------------------------------------------
     def _rows(self, values) -> np.ndarray:
-        rows = np.asarray(values, dtype=np.float32)
-        if rows.ndim <= 1:
-            rows = rows.reshape(-1, self.plan.n_inputs) if rows.size % self.plan.n_inputs == 0 else rows
-        if rows.ndim != 2 or rows.shape[1] != self.plan.n_inputs or len(rows) == 0:
-            raise ValueError(f"give rows of {self.plan.n_inputs} value(s)")
-        return rows
+        """Values as float32 rows [n, n_inputs]; a flat list is read row after row."""
+        n_in = self.plan.n_inputs
+        try:
+            rows = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"inputs must be numbers, not {values!r}") from exc
+        if rows.ndim <= 1 and rows.size % n_in == 0:
+            rows = rows.reshape(-1, n_in)
+        if rows.ndim != 2 or rows.shape[1] != n_in or len(rows) == 0:
+            raise DataError(f"give {n_in} value(s) per prediction (got shape {rows.shape})")
+        if not np.all(np.abs(rows) <= np.finfo(np.float32).max):
+            raise DataError("inputs must be finite float32 numbers (no nan, inf or |x| > 3.4e38)")
+        return rows.astype(np.float32)
 
     def _invoke(self, mode: str, flat: np.ndarray) -> np.ndarray:
         if mode == "p":

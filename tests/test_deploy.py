@@ -131,3 +131,12 @@ def test_real_board_without_arduino_cli_is_one_line(model, monkeypatch, tmp_path
     with pytest.raises(TinyMLError, match="arduino-cli is not installed") as info:
         tm.flash(name="hp", root=model, board="nano33ble")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("values", [[float("nan")], [1e40], ["abc"], [], [[1.0, 2.0]]])
+def test_board_refuses_bad_inputs_before_sending(board, values):
+    from ipytinyml.errors import DataError
+    with pytest.raises(DataError) as info:
+        board.predict(values)
+    assert "\n" not in str(info.value)
+    assert board.predict([130.0]).shape == (1, 1)  # and keeps working
