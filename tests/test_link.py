@@ -526,3 +526,19 @@ def test_import_is_light():
             "sys.exit(1 if {'tensorflow', 'numpy', 'keras'} & set(sys.modules) else 0)")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+def test_link_scalar_quantize_is_the_twin_of_quant():
+    """link.py stays numpy-free, so it keeps scalar QUANTIZE/DEQUANTIZE; they must never drift
+    from ipytinyml.quant, the implementation checked against tflite-micro."""
+    from ipytinyml import link as linkmod
+    from ipytinyml import quant
+    rng = np.random.default_rng(7)
+    for scale, zp in ((0.8823529481887817, -128), (0.001, 3), (6 / 255, -128)):
+        tq = quant.TensorQuant(float(np.float32(scale)), zp)
+        ties = (np.arange(-300, 300) + 0.5) * np.float32(scale)
+        xs = np.concatenate([ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+                             rng.normal(0, 200 * scale, 2000), [0.0, -0.0, 1e30, -1e30]]).astype(np.float32)
+        assert [linkmod.quantize(float(x), tq.scale, zp) for x in xs] == quant.quantize(xs, tq).tolist()
+        qs = np.arange(-128, 128)
+        assert [linkmod.dequantize(int(q), tq.scale, zp) for q in qs] == quant.dequantize(qs, tq).tolist()
