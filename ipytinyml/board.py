@@ -48,9 +48,12 @@ class Board:
     # -- predictions ------------------------------------------------------------------------
     def predict(self, values) -> np.ndarray:
         """Float inputs -> float outputs, as rows [n, n_outputs]; the board quantizes them."""
+        return dequantize(self.predict_q(values), self.plan.output)
+
+    def predict_q(self, values) -> np.ndarray:
+        """Float inputs (quantized on the board) -> the board's int8 outputs, rows [n, n_outputs]."""
         rows = self._rows(values)
-        q = self._invoke("p", rows.reshape(-1))
-        return dequantize(q, self.plan.output).reshape(len(rows), -1)
+        return self._invoke("p", rows.reshape(-1)).reshape(len(rows), -1)
 
     def predict_raw(self, values) -> np.ndarray:
         """int8 inputs straight into the first layer -> int8 outputs, rows [n, n_outputs]."""
@@ -62,7 +65,7 @@ class Board:
     def compare(self, values) -> list[Prediction]:
         """Board and notebook predictions side by side, with the device time of each row."""
         rows = self._rows(values)
-        board_q = self._invoke("p", rows.reshape(-1)).reshape(len(rows), -1)
+        board_q = self.predict_q(rows)
         notebook_q = evaluate_plan(self.plan, quantize(rows, self.plan.input))
         per_row_us = (self.last_timing.device_us / len(rows)) if self.last_timing else float("nan")
         out = []

@@ -247,7 +247,7 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
     start = time.perf_counter()
     for first in range(0, len(test_x), chunk):
         rows = test_x[first:first + chunk]
-        board_q.append(board._invoke("p", rows.reshape(-1)).reshape(len(rows), -1))
+        board_q.append(board.predict_q(rows))
         timing = board.last_timing
         device_us += timing.device_us
         cycles += timing.cycles or 0
