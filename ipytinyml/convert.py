@@ -14,10 +14,12 @@ import os
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import ConvertError
+from .prestage import InputStage, graph_input_quant
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 REPRESENTATIVE_SAMPLES = 200
@@ -76,6 +78,129 @@ def fold_normalization(model):
     for new, old in zip(rest, layers[2:]):
         new.set_weights(old.get_weights())
     return copy
+
+
+# Layers that are the identity when a model predicts: skipped on the way to the first Dense.
+_INFERENCE_NO_OPS = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+                     "ActivityRegularization", "Flatten")
+# A feature whose training values spread less than this, relative to their size, is constant.
+CONSTANT_SPREAD = 1e-6
+
+
+@dataclass(frozen=True)
+class Int8Model:
+    """A full-integer model and the input pre-stage that feeds it (see ``prestage``)."""
+
+    flatbuffer: bytes
+    stage: InputStage
+    standardized: bool  # False: the graph takes the raw features (a model it could not rewrite)
+    constant: tuple[bool, ...]  # per feature: constant in the training data, so ignored
+
+
+def constant_features(train_x: np.ndarray) -> np.ndarray:
+    """Per feature: does it (almost) never change in the training data?"""
+    x = np.asarray(train_x, dtype=np.float64)
+    spread = x.max(axis=0) - x.min(axis=0)
+    return spread <= CONSTANT_SPREAD * np.maximum(np.abs(x).max(axis=0), np.finfo(np.float32).tiny)
+
+
+def _first_dense(model, n_features: int):
+    """``(leading Normalization or None, index of the first Dense)`` of a Sequential model whose
+    first computing layer is a Dense (after an optional Normalization and no-op layers), else None."""
+    import keras
+
+    layers = list(getattr(model, "layers", []))
+    if not isinstance(model, keras.Sequential) or not layers:
+        return None
+    norm, i = None, 0
+    if isinstance(layers[0], keras.layers.Normalization):
+        norm, i = layers[0], 1
+        mean = np.asarray(norm.mean).reshape(-1)
+        if norm.invert or mean.size != n_features:
+            return None
+    while i < len(layers) and (type(layers[i]).__name__ in _INFERENCE_NO_OPS or (
+            isinstance(layers[i], keras.layers.Reshape) and tuple(layers[i].target_shape) == (n_features,))):
+        i += 1
+    if i == len(layers) or not isinstance(layers[i], keras.layers.Dense):
+        return None
+    if np.asarray(layers[i].get_weights()[0]).shape[0] != n_features:
+        return None
+    return norm, i
+
+
+def standardized_graph(model, train_x: np.ndarray):
+    """The int8 graph's float model: ``model`` taking standardized features.
+
+    Returns ``(graph, mean, std, constant)`` with ``graph(z) == model(x)`` for ``z = (x - mean) / std``
+    (``std`` is 1 for a constant feature, whose weights become 0: a value it never had in
+    training contributes nothing instead of exploding), or ``None`` when the model does not
+    start with a Dense (after an optional Normalization) that can absorb the standardization.
+
+    The first Dense sees ``u = (x - a) / c`` (``a``, ``c`` from a leading Normalization, else
+    0 and 1); with ``x = std * z + mean`` that is ``W' = W * std / c`` and
+    ``b' = b + ((mean - a) / c) @ W``, exact in float.
+    """
+    import keras
+
+    x = np.asarray(train_x, dtype=np.float64)
+    n = x.shape[1]
+    found = _first_dense(model, n)
+    if found is None:
+        return None
+    norm, i = found
+    layers = list(model.layers)
+    dense = layers[i]
+    constant = constant_features(x)
+    mean = x.mean(axis=0)
+    std = np.where(constant, 1.0, x.std(axis=0))
+    if norm is not None:
+        a = np.asarray(norm.mean, dtype=np.float64).reshape(-1)
+        variance = np.asarray(norm.variance, dtype=np.float64).reshape(-1)
+        c = np.maximum(np.sqrt(variance), keras.config.epsilon())  # what Normalization divides by
+    else:
+        a, c = np.zeros(n), np.ones(n)
+    weights = dense.get_weights()
+    kernel = np.asarray(weights[0], dtype=np.float64)
+    bias = np.asarray(weights[1], dtype=np.float64) if dense.use_bias else np.zeros(kernel.shape[1])
+    new_kernel = np.where(constant[:, None], 0.0, kernel * (std / c)[:, None])
+    new_bias = bias + ((mean - a) / c) @ kernel
+    config = {**dense.get_config(), "name": dense.name + "_standardized", "use_bias": True}
+    first = keras.layers.Dense.from_config(config)
+    rest = [type(layer).from_config(layer.get_config()) for layer in layers[i + 1:]]
+    graph = keras.Sequential([keras.Input((n,)), first, *rest], name=model.name)
+    first.set_weights([new_kernel.astype(np.float32), new_bias.astype(np.float32)])
+    for new, old in zip(rest, layers[i + 1:]):
+        new.set_weights(old.get_weights())
+    return graph, mean, std, constant
+
+
+def to_int8(model, train_x: np.ndarray, *, per_channel: bool = False, int8_io: bool = False) -> Int8Model:
+    """The full-integer model a board runs, with its input pre-stage.
+
+    The graph takes standardized features (``standardized_graph``), calibrated on the
+    standardized training set; the pre-stage maps typed values to its int8 input. A model
+    that cannot be rewritten keeps its raw input and gets plain QUANTIZE as its pre-stage.
+    """
+    from .tflite_file import read_tflite
+
+    if train_x is None or len(train_x) == 0:
+        raise ConvertError("the int8 variant needs training features for its representative dataset")
+    train_x = np.asarray(train_x, dtype=np.float32)
+    rewritten = standardized_graph(model, train_x)
+    if rewritten is None:
+        graph, mean, std = model, np.zeros(train_x.shape[1]), np.ones(train_x.shape[1])
+        constant = np.zeros(train_x.shape[1], dtype=bool)
+    else:
+        graph, mean, std, constant = rewritten
+    z = ((train_x - mean) / std).astype(np.float32)
+    flatbuffer = convert(graph, "int8", z, per_channel=per_channel, int8_io=int8_io)
+    scale, zero_point = graph_input_quant(read_tflite(flatbuffer))
+    if rewritten is None:
+        stage = InputStage.identity(scale, zero_point, train_x.shape[1])
+    else:
+        stage = InputStage.standardize(mean, std, scale, zero_point)
+    return Int8Model(flatbuffer=flatbuffer, stage=stage, standardized=rewritten is not None,
+                     constant=tuple(bool(c) for c in constant))
 
 
 def _converter_for(model):

@@ -139,6 +139,28 @@ class InputStage:
         return struct.pack(f"<{len(words)}Ib", *words, int(self.zero_point))
 
 
+def graph_input_quant(model) -> tuple[float, int]:
+    """``(scale, zero point)`` of the int8 tensor the graph's first op computes on."""
+    tensor = model.tensors[model.inputs[0]]
+    if tensor.dtype == "float32":
+        first = next((op for op in model.operators if op.opcode == "QUANTIZE"
+                      and op.inputs and op.inputs[0] == model.inputs[0]), None)
+        if first is None:
+            raise ConvertError("the int8 model does not quantize its float input")
+        tensor = model.tensors[first.outputs[0]]
+    if tensor.quantization is None or tensor.quantization.scales.size != 1:
+        raise ConvertError("the int8 model's input has no single scale")
+    return float(tensor.quantization.scales[0]), int(tensor.quantization.zero_points[0])
+
+
+def graph_input(q, scale: float, zero_point: int) -> np.ndarray:
+    """Float32 values that a graph's own QUANTIZE (``scale``, ``zero_point``) turns back into exactly
+    the int8 ``q``: ``fl32(scale * (q - zero_point))``, whose quotient by ``scale`` is within
+    ``255 * 2**-23`` of the integer ``q - zero_point``."""
+    k = np.asarray(q, dtype=np.float64) - int(zero_point)
+    return (float(np.float32(scale)) * k).astype(np.float32)
+
+
 def model_hash(flatbuffer: bytes, stage: InputStage) -> str:
     """The 12 hex digits a board reports: the int8 graph and its pre-stage together."""
     return hashlib.sha256(bytes(flatbuffer) + b"ipytinyml-prestage" + stage.digest_bytes()).hexdigest()[:12]

@@ -93,9 +93,23 @@ def run_litert(model, x: np.ndarray) -> np.ndarray:
         raise ConvertError(f"LiteRT cannot load the model: {exc}") from exc
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
-    interpreter.set_tensor(inp["index"], _to_input(x, inp))
-    interpreter.invoke()
+    try:
+        interpreter.set_tensor(inp["index"], _to_input(x, inp))
+        interpreter.invoke()
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConvertError(f"LiteRT cannot run the model: {first[:200]}") from exc
     return _from_output(interpreter.get_tensor(out["index"]), out)
+
+
+def run_staged(model, stage, x: np.ndarray, runner=None) -> np.ndarray:
+    """An int8 graph behind its input pre-stage (``prestage.InputStage``): float features ->
+    float outputs. The graph gets exactly the int8 input a board's pre-stage computes."""
+    from .prestage import graph_input, graph_input_quant
+    from .tflite_file import read_tflite
+
+    scale, zero_point = graph_input_quant(read_tflite(_bytes(model)))
+    return (runner or run_litert)(model, graph_input(stage.quantize(x), scale, zero_point))
 
 
 def _micro_runtime():
