@@ -176,22 +176,62 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
     for variant in variants:
         if progress:
             progress(variant)
-        flatbuffer = convert_mod.convert(model, variant, split["train_x"],
-                                         per_channel=per_channel and variant == "int8",
-                                         int8_io=int8_io and variant == "int8")
-        prediction = reference.run_litert(flatbuffer, split["test_x"])
-        mae = float(np.mean(np.abs(prediction.astype(np.float64) - split["test_y"])))
-        entry = {"mae": mae, "bytes": len(flatbuffer), "sha256": artifacts.sha256(flatbuffer),
-                 "source": keras_sha}
         if variant == "int8":
-            entry.update(per_channel=bool(per_channel), int8_io=bool(int8_io))
-        converted[variant], entries[variant] = flatbuffer, entry
+            converted[variant], entries[variant] = _quantize_int8(model, split, report, per_channel, int8_io)
+            continue
+        flatbuffer = convert_mod.convert(model, variant, split["train_x"])
+        prediction = reference.run_litert(flatbuffer, split["test_x"])
+        converted[variant] = flatbuffer
+        entries[variant] = {"mae": _mae(prediction, split["test_y"]), "bytes": len(flatbuffer),
+                            "sha256": artifacts.sha256(flatbuffer), "source": keras_sha}
+    if "int8" in entries:
+        float_mae = entries.get("float32", report["variants"].get("float32", {})).get(
+            "mae", report["variants"]["keras"]["mae"])
+        entries["int8"]["gate"] = _gate(float_mae, entries["int8"], converted["int8"], split, report)
 
     for variant, flatbuffer in converted.items():
         artifacts.write_bytes(folder / artifacts.tflite_filename(variant), flatbuffer)
     report["variants"].update(entries)
     artifacts.write_report(folder, report)
     return report
+
+
+def _mae(prediction, y) -> float:
+    return float(np.mean(np.abs(np.asarray(prediction, np.float64) - y)))
+
+
+def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, dict]:
+    """The int8 graph, its pre-stage, its test error and what each runtime says of it."""
+    from . import convert as convert_mod
+    from . import reference, runtimes
+
+    int8 = convert_mod.to_int8(model, split["train_x"], per_channel=per_channel, int8_io=int8_io)
+    prediction = reference.run_staged(int8.flatbuffer, int8.stage, split["test_x"])
+    features = report["data"]["features"]
+    entry = {"mae": _mae(prediction, split["test_y"]), "bytes": len(int8.flatbuffer),
+             "sha256": artifacts.sha256(int8.flatbuffer), "source": report["variants"]["keras"]["sha256"],
+             "per_channel": bool(per_channel), "int8_io": bool(int8_io),
+             "input_stage": int8.stage.to_json(), "standardized": int8.standardized,
+             "constant_features": [f for f, c in zip(features, int8.constant) if c],
+             "runtimes": runtimes.problems(int8.flatbuffer)}
+    return int8.flatbuffer, entry
+
+
+def _gate(float_mae: float, entry: dict, flatbuffer: bytes, split, report) -> dict:
+    from . import accuracy
+    from .errors import ConvertError
+    from .prestage import InputStage
+    from .quant import plan_from_model
+
+    try:
+        plan = plan_from_model(flatbuffer)
+    except ConvertError:
+        plan = None
+    output_scale = plan.output.scale if plan is not None else 0.0
+    cause = lambda: accuracy.likely_cause(  # noqa: E731 - only computed when the gate fails
+        features=report["data"]["features"], stage=InputStage.from_json(entry["input_stage"]),
+        standardized=entry["standardized"], plan=plan, test_x=split["test_x"])
+    return accuracy.gate(float_mae, entry["mae"], output_scale, cause)
 
 
 def tflite_path(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,

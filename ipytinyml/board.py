@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DataError
-from .quant import ModelPlan, dequantize, evaluate_plan, predict_float, quantize
+from .quant import ModelPlan, dequantize, evaluate_plan, predict_float
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class Board:
         """Board and notebook predictions side by side, with the device time of each row."""
         rows = self._rows(values)
         board_q = self.predict_q(rows)
-        notebook_q = evaluate_plan(self.plan, quantize(rows, self.plan.input))
+        notebook_q = evaluate_plan(self.plan, self.plan.input_stage.quantize(rows))
         per_row_us = (self.last_timing.device_us / len(rows)) if self.last_timing else float("nan")
         out = []
         for x, bq, nq in zip(rows, board_q, notebook_q):

@@ -186,7 +186,11 @@ def to_int8(model, train_x: np.ndarray, *, per_channel: bool = False, int8_io: b
     if train_x is None or len(train_x) == 0:
         raise ConvertError("the int8 variant needs training features for its representative dataset")
     train_x = np.asarray(train_x, dtype=np.float32)
-    rewritten = standardized_graph(model, train_x)
+    try:
+        rewritten = standardized_graph(model, train_x)
+    except (ValueError, TypeError, KeyError) as exc:  # a layer Keras cannot rebuild from its config
+        raise ConvertError(f"cannot rewrite the model to take standardized features: {exc}".splitlines()[0][:300],
+                           hint="start the model with a plain Dense layer") from exc
     if rewritten is None:
         graph, mean, std = model, np.zeros(train_x.shape[1]), np.ones(train_x.shape[1])
         constant = np.zeros(train_x.shape[1], dtype=bool)
@@ -248,8 +252,8 @@ def convert(model, variant: str, train_x: np.ndarray | None = None, *,
         raise ConvertError("per_channel and int8_io apply to the int8 variant only")
     if variant == "int8" and (train_x is None or len(train_x) == 0):
         raise ConvertError("the int8 variant needs training features for its representative dataset")
-    model = fold_normalization(model)
     if variant == "int8":
+        model = fold_normalization(model)
         # TF's int8 calibration crashes the whole process (SIGSEGV, seen with TF 2.21) on ops
         # that have no int8 kernel, such as EXP in softplus: refuse those from the float graph.
         _check_ops(_convert_once(model, "float32", None, False, False))

@@ -5,6 +5,7 @@ templates included), so re-flashing an unchanged model skips the compiler.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -89,22 +90,49 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(grave, ignore_errors=True)
 
 
+def int8_model(name: str, root):
+    """``(flatbuffer, report entry, InputStage)`` of a model's saved int8 variant."""
+    from .api import tflite_path
+    from .prestage import InputStage
+    from .quant import plan_from_model
+
+    flatbuffer = tflite_path(name, root, "int8").read_bytes()
+    entry = artifacts.read_report(artifacts.model_dir(root, name))["variants"]["int8"]
+    if "input_stage" in entry:
+        stage = InputStage.from_json(entry["input_stage"])
+    else:  # quantized before the pre-stage existed: plain QUANTIZE
+        plan = plan_from_model(flatbuffer)
+        stage = InputStage.identity(plan.input.scale, plan.input.zero_point, plan.n_inputs)
+    return flatbuffer, entry, stage
+
+
 def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "native",
              board_name: str = "uno") -> tuple[Path, object, str]:
-    """Write the sketch for ``target``; returns (sketch folder, model plan, model hash)."""
-    from .api import tflite_path
+    """Write the sketch for ``target``; returns (sketch folder, model plan with its pre-stage, model hash).
+
+    The runtime's verdict saved by quantize is checked first, and for an AVR board whether
+    the model fits, so an impossible flash is one line before any code is generated.
+    """
+    from . import runtimes
+    from .codegen.fit import native_fit_problem
     from .codegen.sketch import render_native_sketch
     from .codegen.tflm import render_tflm_sketch
+    from .prestage import model_hash as stage_hash
     from .quant import plan_from_model
     from .tflite_file import read_tflite
 
     folder = artifacts.model_dir(root, name)
-    flatbuffer = tflite_path(name, root, "int8").read_bytes()
-    plan = plan_from_model(read_tflite(flatbuffer))
+    flatbuffer, entry, stage = int8_model(name, root)
+    runtimes.check(entry, runtime)
+    plan = dataclasses.replace(plan_from_model(read_tflite(flatbuffer)), stage=stage)
+    if runtime == "native" and (target == VIRTUAL_BOARD or ":avr:" in target):
+        problem = native_fit_problem(plan)
+        if problem:
+            raise TinyMLError(f"model {name!r} does not fit: {problem}")
     feature, label = _labels(artifacts.read_report(folder))
-    model_hash = artifacts.sha256(flatbuffer)[:12]
+    model_hash = stage_hash(flatbuffer, stage)
     options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=model_hash,
-                   input_label=feature, output_label=label)
+                   input_label=feature, output_label=label, stage=stage)
     firmware = folder / "firmware" / target.replace(":", "_")
     if runtime == "tflm":
         sketch = render_tflm_sketch(flatbuffer, plan, firmware, **options)
@@ -293,10 +321,11 @@ def _has_oracle() -> bool:
 
 
 def _oracle_int8(tflite: Path, x: np.ndarray, plan) -> np.ndarray:
-    """What TFLM computes for ``x``, as int8 outputs: tflite-micro when installed, else our
-    Python reimplementation of its kernels (checked against tflite-micro in the tests)."""
+    """What TFLM computes for ``x`` behind the pre-stage, as int8 outputs: tflite-micro when
+    installed, else our Python reimplementation of its kernels (checked against tflite-micro
+    in the tests)."""
     from .quant import evaluate_plan, quantize
     if _has_oracle():
-        from .reference import run_micro
-        return quantize(run_micro(tflite, x), plan.output).astype(np.int64)
-    return evaluate_plan(plan, quantize(x, plan.input)).astype(np.int64)
+        from .reference import run_micro, run_staged
+        return quantize(run_staged(tflite, plan.input_stage, x, runner=run_micro), plan.output).astype(np.int64)
+    return evaluate_plan(plan, plan.input_stage.quantize(x)).astype(np.int64)

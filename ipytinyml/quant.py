@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import ConvertError
+from .prestage import InputStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tflite_file import Tensor, TFLiteModel
@@ -116,6 +117,14 @@ class ModelPlan:
     output: TensorQuant  # the int8 tensor produced by the last layer
     float_input: bool  # the model starts with QUANTIZE (float32 input)
     float_output: bool  # the model ends with DEQUANTIZE (float32 output)
+    stage: InputStage | None = None  # typed values -> int8 input; None: plain QUANTIZE
+
+    @property
+    def input_stage(self) -> InputStage:
+        """The pre-stage a board applies to typed values (see ``prestage``)."""
+        if self.stage is not None:
+            return self.stage
+        return InputStage.identity(self.input.scale, self.input.zero_point, self.n_inputs)
 
     @property
     def n_inputs(self) -> int:
@@ -317,16 +326,12 @@ def evaluate_plan(plan: ModelPlan, x_int8) -> np.ndarray:
 
 
 def predict_float(plan: ModelPlan, x_float32) -> np.ndarray:
-    """QUANTIZE -> layers -> DEQUANTIZE: float32 [batch, n_outputs].
+    """Input pre-stage -> layers -> DEQUANTIZE: float32 [batch, n_outputs], what a board answers.
 
-    Bit-identical to the float-I/O model on TFLM; for an int8-I/O model it is
-    what a host that quantizes with the QUANTIZE formula gets.
+    Without a pre-stage this is QUANTIZE -> layers -> DEQUANTIZE, bit-identical to the
+    float-I/O model on TFLM.
     """
-    x = np.asarray(x_float32, dtype=np.float32)
-    if x.size % plan.n_inputs:
-        raise ValueError(f"{x.size} values cannot be split into rows of {plan.n_inputs} inputs")
-    q = quantize(x.reshape(-1, plan.n_inputs), plan.input)
-    return dequantize(evaluate_plan(plan, q), plan.output)
+    return dequantize(evaluate_plan(plan, plan.input_stage.quantize(x_float32)), plan.output)
 
 
 # --------------------------------------------------------------------------

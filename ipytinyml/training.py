@@ -24,6 +24,7 @@ DEFAULT_EPOCHS = 1000  # full-batch steps: one step is one pass over the trainin
 DEFAULT_LEARNING_RATE = 0.05
 HIDDEN_UNITS = 64
 _PROGRESS_CHUNKS = 20
+LABEL_CENTRE_BEYOND = 10  # spreads: a label mean farther than this from 0 is subtracted
 
 
 def _quiet_tensorflow():
@@ -35,10 +36,18 @@ def _quiet_tensorflow():
 
 
 def default_model(train_x: np.ndarray, n_outputs: int = 1):
-    """``Normalization`` (adapted on the training features) -> ``Dense(64, relu)`` -> ``Dense(n)``."""
+    """``Normalization`` (the training features' mean and variance) -> ``Dense(64, relu)`` -> ``Dense(n)``.
+
+    A constant feature gets variance 1, so it standardizes to 0 on its training value
+    instead of dividing by ~0 (see ``ignore_constant_features``).
+    """
     import keras
-    normalizer = keras.layers.Normalization(axis=-1, name="normalization")
-    normalizer.adapt(train_x)
+
+    from .convert import constant_features
+    x = np.asarray(train_x, dtype=np.float64)
+    variance = np.where(constant_features(x), 1.0, x.var(axis=0))
+    normalizer = keras.layers.Normalization(axis=-1, mean=x.mean(axis=0), variance=variance,
+                                            name="normalization")
     return keras.Sequential([
         keras.Input((train_x.shape[1],), name="features"),
         normalizer,
@@ -94,7 +103,13 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
         raise TinyMLError(f"epochs must be at least 1, not {total}")
     keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(DEFAULT_LEARNING_RATE, total))
-    x, y = tf.constant(train_x), tf.constant(train_y)
+    # Labels are trained standardized, so a label in millions or thousandths trains like one
+    # near 1, and the scaling is folded into the last Dense afterwards.
+    scaler = _label_scaler(model, train_y)
+    y_mean, y_std = scaler if scaler is not None else (0.0, 1.0)
+    loss_unit = float(np.mean(y_std))
+    x = tf.constant(train_x)
+    y = tf.constant(((np.asarray(train_y, np.float64) - y_mean) / y_std).astype(np.float32))
     variables = model.trainable_variables
 
     @tf.function
@@ -112,7 +127,51 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
         steps = min(chunk, total - done)
         loss = float(run(tf.constant(steps)))
         done += steps
-        report(done, total, loss)
+        report(done, total, loss * loss_unit)
+    if scaler is not None:
+        _unscale_labels(model, y_mean, y_std)
+
+
+def ignore_constant_features(model, constant) -> None:
+    """Zero the first Dense's weights of features that were constant in training (the default
+    model standardizes them to 0, so training never moved those weights): a value they never
+    had then contributes nothing instead of a random weight's worth."""
+    import keras
+    constant = np.asarray(constant, dtype=bool)
+    if not constant.any():
+        return
+    dense = next((layer for layer in model.layers if isinstance(layer, keras.layers.Dense)), None)
+    if dense is None:
+        return
+    weights = dense.get_weights()
+    weights[0][constant, :] = 0.0
+    dense.set_weights(weights)
+
+
+def _label_scaler(model, train_y: np.ndarray):
+    """``(mean, std)`` per label when the model ends in a linear Dense that can absorb them."""
+    import keras
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if (not isinstance(last, keras.layers.Dense) or not last.use_bias
+            or last.get_config().get("activation") != "linear"):
+        return None
+    y = np.asarray(train_y, dtype=np.float64)
+    std = y.std(axis=0)
+    std = np.where(std > 0, std, np.maximum(np.abs(y).max(axis=0), 1.0))
+    mean = y.mean(axis=0)
+    # Divided by its spread a label trains like the tutorial's MPG (mean about 3 spreads), whose
+    # recipe this is; one far from 0 for its spread (a large offset) is centred as well.
+    return np.where(np.abs(mean) > LABEL_CENTRE_BEYOND * std, mean, 0.0), std
+
+
+def _unscale_labels(model, mean: np.ndarray, std: np.ndarray) -> None:
+    """Fold the label standardization into the last Dense: it then predicts in label units."""
+    last = model.layers[-1]
+    weights = [np.asarray(w, dtype=np.float64) for w in last.get_weights()]
+    weights[0] = weights[0] * std
+    if len(weights) > 1:
+        weights[1] = weights[1] * std + mean
+    last.set_weights([w.astype(np.float32) for w in weights])
 
 
 def seed_everything(seed: int) -> None:
