@@ -86,9 +86,10 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     Parameters
     ----------
     data : "autompg" (bundled), a CSV path or a pandas DataFrame
-    features, label : numeric columns of ``data``
+    features : numeric columns of ``data`` (bool columns count as 0/1)
+    label : the numeric column to predict, or several (a list, or names joined by commas)
     name : model name, a plain identifier; artifacts go to ``root/name/``
-    model : optional ``keras.Model``; default Normalization -> Dense(64, relu) -> Dense(1)
+    model : optional ``keras.Model``; default Normalization -> Dense(64, relu) -> Dense(labels)
     epochs : training length (default: 1000 full-batch steps, or 100 epochs of ``fit``
         for a model the user compiled)
     seed : seeds the split and the weight initialisation
@@ -109,12 +110,18 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     artifacts.check_name(name)
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise TinyMLError(f"epochs must be a positive whole number, not {epochs!r}")
+    from .convert import constant_features
+
     dataset = data_mod.load_data(data, features, label, seed=seed)
-    if model is None:
+    constant = constant_features(dataset.train_x)
+    default = model is None
+    if default:
         train_mod.seed_everything(seed)
         model = train_mod.default_model(dataset.train_x, dataset.train_y.shape[1])
     train_mod.check_model(model, dataset.train_x.shape[1], dataset.train_y.shape[1])
     train_mod.fit(model, dataset.train_x, dataset.train_y, epochs=epochs, seed=seed, progress=progress)
+    if default:
+        train_mod.ignore_constant_features(model, constant)
     mae = train_mod.mae(train_mod.predict(model, dataset.test_x), dataset.test_y)
     if not np.isfinite(mae):
         raise TinyMLError("training diverged (test error is not finite); try fewer epochs or "
@@ -125,7 +132,8 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     keras_path = artifacts.save_keras(model, folder)
     report = {
         "name": name,
-        "data": dataset.describe(),
+        "data": {**dataset.describe(),
+                 "constant_features": [f for f, c in zip(dataset.features, constant) if c]},
         "variants": {"keras": {"mae": mae, "sha256": artifacts.sha256(keras_path.read_bytes())}},
     }
     artifacts.write_report(folder, report)

@@ -198,6 +198,7 @@ def to_int8(model, train_x: np.ndarray, *, per_channel: bool = False, int8_io: b
         graph, mean, std, constant = rewritten
     z = ((train_x - mean) / std).astype(np.float32)
     flatbuffer = convert(graph, "int8", z, per_channel=per_channel, int8_io=int8_io)
+    _check_biases(read_tflite(flatbuffer))
     scale, zero_point = graph_input_quant(read_tflite(flatbuffer))
     if rewritten is None:
         stage = InputStage.identity(scale, zero_point, train_x.shape[1])
@@ -205,6 +206,23 @@ def to_int8(model, train_x: np.ndarray, *, per_channel: bool = False, int8_io: b
         stage = InputStage.standardize(mean, std, scale, zero_point)
     return Int8Model(flatbuffer=flatbuffer, stage=stage, standardized=rewritten is not None,
                      constant=tuple(bool(c) for c in constant))
+
+
+BIAS_SATURATED = 2**30  # the converter clamps an int32 bias it cannot represent here
+
+
+def _check_biases(model) -> None:
+    """Refuse a layer whose int32 bias the converter clamped: its input barely varied on the
+    training data (dead ReLU units), so the bias scale is tiny and TFLite refuses the layer."""
+    fully_connected = [op for op in model.operators if op.opcode == "FULLY_CONNECTED"]
+    for n, op in enumerate(fully_connected, start=1):
+        if len(op.inputs) < 3 or op.inputs[2] < 0:
+            continue
+        bias = model.tensors[op.inputs[2]].data
+        if bias is not None and bias.size and int(np.abs(bias.astype(np.int64)).max()) >= BIAS_SATURATED:
+            raise ConvertError(f"Dense layer {n} cannot be quantized: the layer before it gives (almost) "
+                               "the same output for every training row (dead ReLU units?)",
+                               hint="retrain with another seed, more epochs or standardized features")
 
 
 def _converter_for(model):

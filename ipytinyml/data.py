@@ -32,12 +32,17 @@ class Dataset:
 
     source: str
     features: list[str]
-    label: str
+    labels: list[str]
     seed: int
     train_x: np.ndarray = field(repr=False)
     train_y: np.ndarray = field(repr=False)
     test_x: np.ndarray = field(repr=False)
     test_y: np.ndarray = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """The label column, or the label columns joined by commas."""
+        return ",".join(self.labels)
 
     @property
     def n_train(self) -> int:
@@ -50,7 +55,8 @@ class Dataset:
     def describe(self) -> dict:
         """The ``data`` section of report.json."""
         return {"source": self.source, "features": list(self.features), "label": self.label,
-                "n_train": self.n_train, "n_test": self.n_test, "seed": self.seed}
+                "labels": list(self.labels), "n_train": self.n_train, "n_test": self.n_test,
+                "seed": self.seed}
 
 
 def load_autompg() -> pd.DataFrame:
@@ -80,6 +86,8 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path} is not a readable CSV file ({type(exc).__name__}); "
                         "save it as comma-separated text with a header row") from exc
+    if len(df) == 0:
+        raise DataError(f"{path} has a header but no data rows; add rows below the header")
     header = _header(path)
     duplicated = sorted({n for n in header if header.count(n) > 1})
     if duplicated:
@@ -123,10 +131,34 @@ def _check_columns(df: pd.DataFrame, columns: list[str]) -> None:
             hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"columns are {names}"
             raise DataError(f"no column {column!r} in the data", hint=hint)
     for column in columns:
-        if not pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column]):
+        if _is_boolean(df[column]):
+            continue
+        if not pd.api.types.is_numeric_dtype(df[column]):
             bad = df[column][pd.to_numeric(df[column], errors="coerce").isna() & df[column].notna()]
             example = f" (e.g. {bad.iloc[0]!r})" if len(bad) else ""
             raise DataError(f"column {column!r} is not numeric{example}; clean it or choose another column")
+
+
+def _is_boolean(column: pd.Series) -> bool:
+    """True/False values (a bool column, or a CSV's True/False text): used as 1/0."""
+    if pd.api.types.is_bool_dtype(column):
+        return True
+    values = column.dropna()
+    return column.dtype == object and len(values) > 0 and all(isinstance(v, (bool, np.bool_)) for v in values)
+
+
+def _names(value, what: str) -> list[str]:
+    """Column names from a name, a comma-separated string or a list."""
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",")] if "," in value else [value]
+    else:
+        try:
+            names = list(value)
+        except TypeError:
+            raise DataError(f"{what} must be a column name or a list of names, not {value!r}") from None
+    if not all(isinstance(n, str) for n in names):
+        raise DataError(f"{what} must be column names (strings), not {value!r}")
+    return names
 
 
 def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int = 0,
@@ -136,8 +168,8 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
     Parameters
     ----------
     data : "autompg", a CSV path, or a pandas DataFrame
-    features : list of numeric column names used as model inputs
-    label : the numeric column to predict
+    features : list of numeric column names used as model inputs (bool columns count as 0/1)
+    label : the numeric column to predict, or a list of them (several outputs)
     seed : random_state of the split (0 reproduces the TF tutorial)
     train_fraction : share of rows used for training
 
@@ -146,20 +178,29 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
     DataError
         Unknown or non-numeric column, too few rows, missing labels, unreadable file.
     """
-    features = [features] if isinstance(features, str) else list(features)
+    features = [features] if isinstance(features, str) else _names(features, "features")
+    labels = _names(label, "label")
     if not features:
         raise DataError("no feature columns given; name at least one, e.g. features=['horsepower']")
-    if label in features:
-        raise DataError(f"{label!r} is both a feature and the label; pick a different label column")
+    if not labels or not all(labels):
+        raise DataError("no label column given; name one, e.g. label='mpg'")
+    both = [name for name in labels if name in features]
+    if both:
+        raise DataError(f"{both[0]!r} is both a feature and a label; pick a different label column")
+    repeated = sorted({n for n in features + labels if (features + labels).count(n) > 1})
+    if repeated:
+        raise DataError(f"column(s) {repeated} named twice; name each column once")
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train_fraction must be between 0 and 1, not {train_fraction}")
     df, source = _frame_for(data)
-    _check_columns(df, features + [label])
-    df = df[features + [label]]
-    if df[label].isna().any():
-        n = int(df[label].isna().sum())
-        raise DataError(f"label column {label!r} has {n} missing value(s); drop or fill those rows first")
+    _check_columns(df, features + labels)
+    df = df[features + labels]
+    for name in labels:
+        if df[name].isna().any():
+            n = int(df[name].isna().sum())
+            raise DataError(f"label column {name!r} has {n} missing value(s); drop or fill those rows first")
     df = df.dropna().reset_index(drop=True)
+    df = df.astype({name: np.float64 for name in features + labels if _is_boolean(df[name])})
     values = df.to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError("the data holds infinite values; remove them first")
@@ -171,6 +212,6 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
     if len(test) == 0 or len(train) == 0:
         raise DataError("the split left no test rows; give more data")
     as_x = lambda part: part[features].to_numpy(dtype=np.float32)  # noqa: E731
-    as_y = lambda part: part[[label]].to_numpy(dtype=np.float32)  # noqa: E731
-    return Dataset(source=source, features=features, label=label, seed=seed,
+    as_y = lambda part: part[labels].to_numpy(dtype=np.float32)  # noqa: E731
+    return Dataset(source=source, features=features, labels=labels, seed=seed,
                    train_x=as_x(train), train_y=as_y(train), test_x=as_x(test), test_y=as_y(test))

@@ -275,7 +275,8 @@ Examples
                    "notebook (default: %(default)s).")
     @argument("--features", default="horsepower", metavar="A,B",
               help="Comma-separated numeric input columns (default: %(default)s).")
-    @argument("--label", default="mpg", help="The numeric column to predict (default: %(default)s).")
+    @argument("--label", default="mpg", metavar="Y[,Z]",
+              help="The numeric column to predict, or several joined by commas (default: %(default)s).")
     @argument("--name", default="hp_mpg",
               help="Model name, a plain identifier; artifacts go to <root>/<name>/ "
                    "(default: %(default)s).")
@@ -509,7 +510,7 @@ Examples
                     result = api.evaluate_on_board(name=board.name, root=self.root, board=board,
                                                    progress=progress)
                 bar.finish()
-            return EvaluateResult(result, name=board.name, label=labels[0] if labels else None,
+            return EvaluateResult(result, name=board.name, label=",".join(labels) or None,
                                   seconds=bar.elapsed)
         n_inputs = board.plan.n_inputs
         if len(values) % n_inputs:

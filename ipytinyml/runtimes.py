@@ -9,13 +9,14 @@ from __future__ import annotations
 from .errors import ConvertError
 
 RUNTIMES = ("native", "tflm")
+TARGETS = (*RUNTIMES, "uno")
 
 
 def problems(flatbuffer: bytes) -> dict[str, str | None]:
-    """Per runtime, ``None`` when it runs the model, else one line saying why not.
+    """Per runtime (and for the Uno), ``None`` when it runs the model, else one line why not.
 
-    native: a chain of Dense layers (``quant.plan_from_model``) that fits an Uno's flash
-    and RAM; tflm: the ops the sketch can register, per-tensor weights.
+    native: a chain of Dense layers (``quant.plan_from_model``); tflm: the ops the sketch can
+    register, per-tensor weights; uno: the native runtime within an Uno's flash and RAM.
     """
     from .codegen.fit import native_fit_problem
     from .codegen.tflm import _check_model, op_registrations
@@ -26,8 +27,8 @@ def problems(flatbuffer: bytes) -> dict[str, str | None]:
     try:
         plan = plan_from_model(model)
     except ConvertError as exc:
-        return {runtime: str(exc) for runtime in RUNTIMES}
-    found: dict[str, str | None] = {"native": native_fit_problem(plan), "tflm": None}
+        return {target: str(exc) for target in TARGETS}
+    found: dict[str, str | None] = {"native": None, "tflm": None, "uno": native_fit_problem(plan)}
     try:
         op_registrations(model.op_names)
         _check_model(model, plan)

@@ -72,7 +72,8 @@ def check_model(model, n_features: int, n_outputs: int) -> None:
         raise TinyMLError(f"the model takes input shape {in_shape} but the data has {n_features} "
                           f"feature(s); start it with keras.Input(({n_features},))")
     if len(out_shape) != 2 or out_shape[1] != n_outputs:
-        raise TinyMLError(f"the model outputs shape {out_shape}; a regression on one label needs "
+        what = "one label" if n_outputs == 1 else f"{n_outputs} labels"
+        raise TinyMLError(f"the model outputs shape {out_shape}; a regression on {what} needs "
                           f"a final Dense({n_outputs})")
 
 

@@ -354,8 +354,11 @@ class TrainResult(_Result):
 
     def _pairs(self):
         d = self.data
-        return [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test"))),
-                ("test MAE", f"{self.mae:.3f} {d.get('label', '')}".rstrip())]
+        pairs = [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test"))),
+                 ("test MAE", f"{self.mae:.3f} {d.get('label', '')}".rstrip())]
+        if d.get("constant_features"):
+            pairs.append(("constant (ignored)", ", ".join(d["constant_features"])))
+        return pairs
 
     def __repr__(self) -> str:
         return self._title() + "\n" + _kv_text(self._pairs())
@@ -423,27 +426,44 @@ class QuantizeResult(_Result):
         headers = ("variant", "size", f"test MAE ({label})" if label else "test MAE", "vs float32", "")
         return headers, rows
 
-    def _summary(self) -> str:
-        diff = self.int8_vs_float32
-        if diff is None:
-            return ""
+    def _notes(self) -> list[str]:
+        """The int8 verdicts: accuracy against float32, the input pre-stage, what can run it."""
+        entry = self.report["variants"].get("int8") if "int8" in self.variants else None
+        if entry is None:
+            return []
         label = self.report.get("data", {}).get("label", "")
-        return f"int8 vs float32: test MAE {diff:+.3f} {label}".rstrip()
+        notes = []
+        diff = self.int8_vs_float32
+        gate = entry.get("gate") or {}
+        if gate.get("message"):
+            notes.append(f"⚠ {gate['message']}")
+        elif diff is not None:
+            within = f" (within {gate['basis']})" if gate.get("basis") else ""
+            notes.append(f"int8 vs float32: test MAE {diff:+.3f} {label}{within}".replace("  ", " "))
+        if entry.get("standardized"):
+            notes.append("int8 input: each feature standardized before quantizing (the board does the same)")
+        if entry.get("constant_features"):
+            notes.append(f"ignored (constant in training): {', '.join(entry['constant_features'])}")
+        verdicts = entry.get("runtimes") or {}
+        if verdicts:
+            ok = [r for r, why in verdicts.items() if not why and r != "uno"]
+            parts = [f"flashable with --runtime {', '.join(ok)}" if ok else "no runtime can flash it"]
+            parts += [f"{r}: {why}" for r, why in verdicts.items() if why]
+            notes.append("; ".join(parts))
+        return notes
 
     def __repr__(self) -> str:
         headers, rows = self._rows()
         when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
         out = f"Quantized {self.name}{when}\n" + text_table(headers, rows, "lrrrl")
-        summary = self._summary()
-        return out + (f"\n{summary}" if summary else "")
+        return "\n".join([out, *self._notes()])
 
     def _repr_html_(self) -> str:
         headers, rows = self._rows()
         when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
         inner = html_table(headers, rows, "lrrrl")
-        summary = self._summary()
-        if summary:
-            inner += f'<div class="{CSS_PREFIX}-summary">{html.escape(summary)}</div>'
+        for note in self._notes():
+            inner += f'<div class="{CSS_PREFIX}-summary">{html.escape(note)}</div>'
         return _box(f"Quantized {self.name}{when}", inner, self.css)
 
     def to_dict(self) -> dict:
@@ -752,5 +772,5 @@ def model_columns(name: str, root) -> tuple[list, list]:
         data = artifacts.read_report(artifacts.model_dir(root, name)).get("data", {})
     except TinyMLError:
         return [], []
-    label = data.get("label")
-    return list(data.get("features", [])), ([label] if label else [])
+    labels = data.get("labels") or ([data["label"]] if data.get("label") else [])
+    return list(data.get("features", [])), list(labels)

@@ -224,7 +224,9 @@ class BoardSlider:
         features, labels = model_columns(board.name, root)
         n_in = board.plan.n_inputs
         self.features = features if len(features) == n_in else [f"x{i}" for i in range(n_in)]
-        self.label = labels[0] if labels else "y"
+        n_out = board.plan.n_outputs
+        self.labels = labels if len(labels) == n_out else [f"y{i}" for i in range(n_out)]
+        self.label = self.labels[0]
         xs = np.concatenate([split["train_x"], split["test_x"]]).astype(np.float64)
 
         self.sliders = []
@@ -300,11 +302,14 @@ class BoardSlider:
         mark = ('<span style="color:#080">✓ agree</span>' if p.agree
                 else '<span style="color:#b00">✗ differ</span>')
         device = "—" if not math.isfinite(p.device_us) else f"{p.device_us:,.0f} µs"
+        outputs = f"board <b class=\"tinyml-board\">{board_y:.2f}</b> {html.escape(self.label)} · " \
+                  f"notebook <b class=\"tinyml-notebook\">{notebook_y:.2f}</b>"
+        for label, b, n in zip(self.labels[1:], p.board[1:], p.notebook[1:]):
+            outputs += f"; board <b>{b:.2f}</b> {html.escape(label)} · notebook <b>{n:.2f}</b>"
         return (f'<span class="tinyml-reading" data-input="{p.inputs[0]!r}" '
                 f'data-board="{board_y!r}" data-notebook="{notebook_y!r}" '
                 f'data-agree="{int(p.agree)}" style="font-family:monospace">'
-                f"{html.escape(inputs)} → board <b class=\"tinyml-board\">{board_y:.2f}</b> "
-                f"{html.escape(self.label)} · notebook <b class=\"tinyml-notebook\">{notebook_y:.2f}</b> · "
+                f"{html.escape(inputs)} → {outputs} · "
                 f"{device} on the device · {mark}</span>")
 
     def set(self, *values) -> None:
