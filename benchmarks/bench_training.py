@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,22 +67,24 @@ def ours(seed: int, root: str, data) -> tuple[float, dict]:
     seconds = time.perf_counter() - start
     report = tm.quantize(name=f"s{seed}", root=root)
     maes = {v: report["variants"][v]["mae"] for v in ("keras", "float32", "int8")}
-    return seconds, {**maes, **int8_error_sources(model, data, tm.tflite_path(f"s{seed}", root=root))}
+    return seconds, {**maes, **int8_error_sources(model, data, f"s{seed}", root)}
 
 
-def int8_error_sources(model, data, tflite_path) -> dict:
+def int8_error_sources(model, data, name, root) -> dict:
     """Where int8 MAE differs from float: the Keras model with only its input quantized (the int8
-    input grid), then its output too; the rest is the int8 weights and hidden activations."""
-    from ipytinyml import training
+    input grid of the pre-stage), then its output too; the rest is the int8 weights and hidden
+    activations."""
+    from ipytinyml import deploy, training
     from ipytinyml.quant import dequantize, plan_from_model, quantize
 
-    plan = plan_from_model(tflite_path.read_bytes())
-    x_q = dequantize(quantize(data.test_x, plan.input), plan.input)
+    flatbuffer, _, stage = deploy.int8_model(name, root)
+    plan = plan_from_model(flatbuffer)
+    x_q = stage.dequantize(stage.quantize(data.test_x)).astype(np.float32)
     pred_in = training.predict(model, x_q)
     pred_in_out = dequantize(quantize(pred_in, plan.output), plan.output)
     return {"mae_input_quantized": training.mae(pred_in, data.test_y),
             "mae_input_output_quantized": training.mae(pred_in_out, data.test_y),
-            "input_scale": float(plan.input.scale), "output_scale": float(plan.output.scale)}
+            "input_scale": float(stage.div[0]), "output_scale": float(plan.output.scale)}
 
 
 def run(seeds: int = 5, log=print) -> dict:

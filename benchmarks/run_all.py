@@ -33,6 +33,7 @@ GOAL_RAM = 200
 # the ones that start simulators after)
 BENCHES = {
     "training": ("bench_training.py", ["--seeds", "5"]),
+    "own_data": ("bench_own_data.py", ["--seeds", "5"]),
     "cycles": ("bench_native_cycles.py", []),
     "emlearn": ("bench_emlearn.py", []),
     "parity": ("bench_parity.py", []),
@@ -233,10 +234,44 @@ def rows_serial(e):
     return [("serial throughput", text, ">= 80 % of the 115200-baud wire bound", _met(d["met"]) + why)]
 
 
-ROWS = {"training": rows_training, "cycles": rows_cycles, "emlearn": rows_emlearn, "parity": rows_parity,
+def rows_own_data(e):
+    d = e["data"]
+    by = {c["case"]: c for c in d["cases"]}
+    autompg = [c for c in d["cases"] if c["bound"] == "mpg" and c["features"] > 1]
+    others = [c for c in d["cases"] if c["bound"] != "mpg"]
+    mpg = "; ".join(f"{c['features']} features: float32 {c['float32']:.3f}, int8 {c['int8']:.3f} "
+                    f"({c['diff']:+.3f})" for c in autompg)
+    rest = "; ".join(f"{c['case']}: {c['diff'] / c['float32']:+.0%} ({c['rows'][0]['basis']})" for c in others)
+    parity = "100 %" if d["parity_met"] else "NOT 100 %"
+    return [("accuracy, own data",
+             f"AutoMPG {mpg} (mean of {d['seeds']} seeds); {rest}; virtual-Uno parity {parity} "
+             f"(table below)",
+             "AutoMPG 4/7 features: int8 within 0.05 MPG of float32 (goal 0.02); any scales: within 5 % "
+             "of float32 or half an int8 output step",
+             _met(d["met"]) + ("" if all(c["goal"] for c in autompg) else " (0.02 goal missed)")
+             if by else "")]
+
+
+def details_own_data(d) -> list[str]:
+    out = ["### Accuracy on your own data", "",
+           f"`benchmarks/bench_own_data.py`: {d['seeds']} seeds each (one split, seed 0; the seed draws the "
+           "weights), int8 through the input pre-stage exactly as the board computes it; parity on the "
+           "virtual Uno for seed 0 (test set, and all 256 int8 inputs of every feature column).", "",
+           "| case | features | float32 MAE | int8 MAE | int8 - float32 (worst seed) | bound | parity test / int8 |",
+           "|---|---|---|---|---|---|---|"]
+    for c in d["cases"]:
+        p = c["parity"]
+        parity = f"{p['matched']}/{p['total']} / {p['raw_matched']}/{p['raw_total']}" if p else "not run"
+        bound = "0.05 MPG" if c["bound"] == "mpg" else c["rows"][0]["basis"]
+        out.append(f"| {c['case']} | {c['features']} | {c['float32']:.4g} | {c['int8']:.4g} | "
+                   f"{c['diff']:+.4g} ({c['worst_diff']:+.4g}) | {bound} | {parity} |")
+    return out + [""]
+
+
+ROWS = {"own_data": rows_own_data, "training": rows_training, "cycles": rows_cycles, "emlearn": rows_emlearn, "parity": rows_parity,
         "footprint": rows_footprint, "build": rows_build, "notebook": rows_notebook, "serial": rows_serial}
 
-FALLBACK_ROW = {"training": ["accuracy", "training speed"], "cycles": ["device cost"],
+FALLBACK_ROW = {"own_data": ["accuracy, own data"], "training": ["accuracy", "training speed"], "cycles": ["device cost"],
                 "emlearn": ["peer on the same chip"], "parity": ["parity"], "footprint": ["footprint"],
                 "build": ["virtual board build"], "notebook": ["notebook loop"],
                 "serial": ["serial throughput"]}
@@ -406,6 +441,8 @@ def write_markdown(results: dict, env: dict, path: Path, total_s: float, command
         lines.append(f"| {row} | {_cell(measured)} | {_cell(goal)} | {_cell(verdict)} | `{cmd}` | "
                      f"{load_before.split()[0]} |")
     lines += ["", "## Details", ""]
+    if "data" in results.get("own_data", {}):
+        lines += details_own_data(results["own_data"]["data"])
     if "data" in results.get("cycles", {}):
         lines += details_cycles(results["cycles"]["data"])
     if "data" in results.get("footprint", {}):

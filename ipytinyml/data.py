@@ -186,7 +186,7 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
         raise DataError("no label column given; name one, e.g. label='mpg'")
     both = [name for name in labels if name in features]
     if both:
-        raise DataError(f"{both[0]!r} is both a feature and a label; pick a different label column")
+        raise DataError(f"{both[0]!r} is both a feature and the label; pick a different label column")
     repeated = sorted({n for n in features + labels if (features + labels).count(n) > 1})
     if repeated:
         raise DataError(f"column(s) {repeated} named twice; name each column once")

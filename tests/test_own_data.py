@@ -245,7 +245,7 @@ def test_header_only_csv_and_bool_columns(tmp_path):
 
 
 def test_label_list_errors_are_one_line(tmp_path):
-    for label, match in ((["mpg", "mpg"], "named twice"), (["horsepower"], "both a feature and a label"),
+    for label, match in ((["mpg", "mpg"], "named twice"), (["horsepower"], "both a feature and the label"),
                          ([], "no label"), ([3], "column names")):
         with pytest.raises(DataError, match=match):
             tm.train(features=["horsepower"], label=label, root=tmp_path)
