@@ -61,7 +61,7 @@ class InputStage:
         if len(self.mean) != len(self.div) or not self.mean:
             raise ConvertError("the input pre-stage needs one mean and one divisor per feature")
         for m, d in zip(self.mean, self.div):
-            if np.float32(m) != m or np.float32(d) != d:
+            if float(np.float32(m)) != m or float(np.float32(d)) != d:
                 raise ConvertError("the input pre-stage constants must be float32 values")
             if not np.isfinite(m) or not DIV_MIN <= d <= DIV_MAX:
                 raise ConvertError(f"input pre-stage constants out of range (mean {m:g}, divisor {d:g}); "
