@@ -104,20 +104,42 @@ def constant_features(train_x: np.ndarray) -> np.ndarray:
     return spread <= CONSTANT_SPREAD * np.maximum(np.abs(x).max(axis=0), np.finfo(np.float32).tiny)
 
 
-def _first_dense(model, n_features: int):
-    """``(leading Normalization or None, index of the first Dense)`` of a Sequential model whose
-    first computing layer is a Dense (after an optional Normalization and no-op layers), else None."""
+@dataclass(frozen=True)
+class FirstDense:
+    """Where a model's first Dense sits and what it sees: ``u = (x - offset) / divisor``, from a
+    leading Normalization or Rescaling (``preprocessing``), else ``x`` itself."""
+
+    index: int  # of the Dense in model.layers
+    offset: np.ndarray
+    divisor: np.ndarray
+    preprocessing: bool
+
+
+def first_dense(model, n_features: int) -> FirstDense | None:
+    """The first Dense of a Sequential model whose first computing layer is a Dense (after one
+    optional Normalization or Rescaling and layers that do nothing at inference), else None."""
     import keras
 
     layers = list(getattr(model, "layers", []))
     if not isinstance(model, keras.Sequential) or not layers:
         return None
-    norm, i = None, 0
-    if isinstance(layers[0], keras.layers.Normalization):
-        norm, i = layers[0], 1
-        mean = np.asarray(norm.mean).reshape(-1)
-        if norm.invert or mean.size != n_features:
+    offset, divisor, i = np.zeros(n_features), np.ones(n_features), 0
+    first = layers[0]
+    preprocessing = isinstance(first, (keras.layers.Normalization, keras.layers.Rescaling))
+    if isinstance(first, keras.layers.Normalization):
+        mean = np.asarray(first.mean, dtype=np.float64).reshape(-1)
+        if first.invert or mean.size != n_features:
             return None
+        variance = np.asarray(first.variance, dtype=np.float64).reshape(-1)
+        offset = mean
+        divisor = np.maximum(np.sqrt(variance), keras.config.epsilon())  # what Normalization divides by
+        i = 1
+    elif isinstance(first, keras.layers.Rescaling):
+        scale = np.broadcast_to(np.asarray(first.scale, dtype=np.float64), (n_features,))
+        shift = np.broadcast_to(np.asarray(first.offset, dtype=np.float64), (n_features,))
+        if not np.all(scale != 0):
+            return None
+        offset, divisor, i = -shift / scale, 1.0 / scale, 1  # x * s + o == (x + o / s) / (1 / s)
     while i < len(layers) and (type(layers[i]).__name__ in _INFERENCE_NO_OPS or (
             isinstance(layers[i], keras.layers.Reshape) and tuple(layers[i].target_shape) == (n_features,))):
         i += 1
@@ -125,7 +147,25 @@ def _first_dense(model, n_features: int):
         return None
     if np.asarray(layers[i].get_weights()[0]).shape[0] != n_features:
         return None
-    return norm, i
+    return FirstDense(index=i, offset=offset, divisor=divisor, preprocessing=preprocessing)
+
+
+def standardization(train_x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, std, constant)`` per feature of the training data; ``std`` is 1 where constant."""
+    x = np.asarray(train_x, dtype=np.float64)
+    constant = constant_features(x)
+    return x.mean(axis=0), np.where(constant, 1.0, x.std(axis=0)), constant
+
+
+def absorbed(kernel, bias, first: FirstDense, mean, std, constant) -> tuple[np.ndarray, np.ndarray]:
+    """``(W', b')`` of a first Dense fed ``z = (x - mean) / std`` instead of ``u = (x - a) / c``:
+    with ``x = std * z + mean``, ``W' = W * std / c`` and ``b' = b + ((mean - a) / c) @ W``
+    (exact in float); a constant feature's weights become 0."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    bias = np.zeros(kernel.shape[1]) if bias is None else np.asarray(bias, dtype=np.float64)
+    a, c = first.offset, first.divisor
+    new_kernel = np.where(np.asarray(constant)[:, None], 0.0, kernel * (std / c)[:, None])
+    return new_kernel, bias + ((mean - a) / c) @ kernel
 
 
 def standardized_graph(model, train_x: np.ndarray):
@@ -134,36 +174,22 @@ def standardized_graph(model, train_x: np.ndarray):
     Returns ``(graph, mean, std, constant)`` with ``graph(z) == model(x)`` for ``z = (x - mean) / std``
     (``std`` is 1 for a constant feature, whose weights become 0: a value it never had in
     training contributes nothing instead of exploding), or ``None`` when the model does not
-    start with a Dense (after an optional Normalization) that can absorb the standardization.
-
-    The first Dense sees ``u = (x - a) / c`` (``a``, ``c`` from a leading Normalization, else
-    0 and 1); with ``x = std * z + mean`` that is ``W' = W * std / c`` and
-    ``b' = b + ((mean - a) / c) @ W``, exact in float.
+    start with a Dense (after an optional Normalization or Rescaling) that can absorb the
+    standardization (``absorbed``).
     """
     import keras
 
-    x = np.asarray(train_x, dtype=np.float64)
-    n = x.shape[1]
-    found = _first_dense(model, n)
+    n = np.asarray(train_x).shape[1]
+    found = first_dense(model, n)
     if found is None:
         return None
-    norm, i = found
     layers = list(model.layers)
+    i = found.index
     dense = layers[i]
-    constant = constant_features(x)
-    mean = x.mean(axis=0)
-    std = np.where(constant, 1.0, x.std(axis=0))
-    if norm is not None:
-        a = np.asarray(norm.mean, dtype=np.float64).reshape(-1)
-        variance = np.asarray(norm.variance, dtype=np.float64).reshape(-1)
-        c = np.maximum(np.sqrt(variance), keras.config.epsilon())  # what Normalization divides by
-    else:
-        a, c = np.zeros(n), np.ones(n)
+    mean, std, constant = standardization(train_x)
     weights = dense.get_weights()
-    kernel = np.asarray(weights[0], dtype=np.float64)
-    bias = np.asarray(weights[1], dtype=np.float64) if dense.use_bias else np.zeros(kernel.shape[1])
-    new_kernel = np.where(constant[:, None], 0.0, kernel * (std / c)[:, None])
-    new_bias = bias + ((mean - a) / c) @ kernel
+    new_kernel, new_bias = absorbed(weights[0], weights[1] if dense.use_bias else None, found,
+                                    mean, std, constant)
     config = {**dense.get_config(), "name": dense.name + "_standardized", "use_bias": True}
     first = keras.layers.Dense.from_config(config)
     rest = [type(layer).from_config(layer.get_config()) for layer in layers[i + 1:]]

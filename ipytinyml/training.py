@@ -109,6 +109,12 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
     scaler = _label_scaler(model, train_y)
     y_mean, y_std = scaler if scaler is not None else (0.0, 1.0)
     loss_unit = float(np.mean(y_std))
+    # Features likewise: a model with no Normalization of its own trains on standardized
+    # features, and its first Dense then absorbs the standardization.
+    features = _feature_scaler(model, train_x)
+    if features is not None:
+        seen = features[0]
+        train_x = ((np.asarray(train_x, np.float64) - seen.offset) / seen.divisor).astype(np.float32)
     x = tf.constant(train_x)
     y = tf.constant(((np.asarray(train_y, np.float64) - y_mean) / y_std).astype(np.float32))
     variables = model.trainable_variables
@@ -131,6 +137,8 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
         report(done, total, loss * loss_unit)
     if scaler is not None:
         _unscale_labels(model, y_mean, y_std)
+    if features is not None:
+        _unscale_features(model, features)
 
 
 def ignore_constant_features(model, constant) -> None:
@@ -163,6 +171,28 @@ def _label_scaler(model, train_y: np.ndarray):
     # Divided by its spread a label trains like the tutorial's MPG (mean about 3 spreads), whose
     # recipe this is; one far from 0 for its spread (a large offset) is centred as well.
     return np.where(np.abs(mean) > LABEL_CENTRE_BEYOND * std, mean, 0.0), std
+
+
+def _feature_scaler(model, train_x: np.ndarray):
+    """How the fast recipe feeds a model without preprocessing of its own: a ``FirstDense``
+    seeing standardized features (constant ones set to 0), or None to train on raw features."""
+    from .convert import FirstDense, first_dense, standardization
+    found = first_dense(model, np.asarray(train_x).shape[1])
+    if found is None or found.preprocessing or not model.layers[found.index].use_bias:
+        return None
+    mean, std, constant = standardization(train_x)
+    return FirstDense(index=found.index, offset=mean, divisor=std, preprocessing=False), constant
+
+
+def _unscale_features(model, scaler) -> None:
+    """Give the first Dense raw features again: it was trained on ``(x - mean) / std``."""
+    from .convert import absorbed
+    seen, constant = scaler
+    dense = model.layers[seen.index]
+    kernel, bias = dense.get_weights()
+    n = len(constant)
+    kernel, bias = absorbed(kernel, bias, seen, np.zeros(n), np.ones(n), constant)
+    dense.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
 
 def _unscale_labels(model, mean: np.ndarray, std: np.ndarray) -> None:

@@ -111,8 +111,8 @@ def _user_model(*layers):
 
 
 def _user_models():
-    """name -> (model builder, whether it trains well enough with the default recipe that int8
-    must match float32: raw inputs with a 3,000-unit weight column train poorly in 600 steps)."""
+    """name -> (model builder, whether int8 must match float32: a model whose first computing
+    layer is not a Dense keeps raw inputs; the others train and run on standardized features)."""
     import keras
     L = keras.layers
     return {
@@ -123,11 +123,15 @@ def _user_models():
         "BatchNormalization after the first Dense": (lambda x: _user_model(
             _adapted(x), L.Dense(32), L.BatchNormalization(), L.ReLU(), L.Dense(1)), True),
         "Dropout, raw inputs": (lambda x: _user_model(
-            L.Dropout(0.1), L.Dense(32, activation="relu"), L.Dense(1)), False),
+            L.Dropout(0.1), L.Dense(32, activation="relu"), L.Dense(1)), True),
+        "BatchNormalization after the first Dense, raw inputs": (lambda x: _user_model(
+            L.Dense(32), L.BatchNormalization(), L.ReLU(), L.Dense(1)), True),
+        "Rescaling first": (lambda x: _user_model(
+            L.Rescaling(1 / 1000, offset=-1.0), L.Dense(32, activation="relu"), L.Dense(1)), True),
         "Flatten first": (lambda x: _user_model(L.Flatten(), L.Dense(32, activation="relu"), L.Dense(1)),
-                          False),
+                          True),
         "Reshape to (4,) first": (lambda x: _user_model(L.Reshape((4,)), L.Dense(32, activation="relu"),
-                                                        L.Dense(1)), False),
+                                                        L.Dense(1)), True),
     }
 
 
