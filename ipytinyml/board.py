@@ -23,7 +23,8 @@ class Prediction:
     notebook: tuple[float, ...]  # the same int8 model computed on the host (bit-exact reference)
     board_q: tuple[int, ...]
     notebook_q: tuple[int, ...]
-    device_us: float  # on-device inference time of this row
+    device_us: float  # on-device inference time of this row (the request's average per row)
+    clamped: tuple[bool, ...] = ()  # per input: outside what the int8 input holds, so saturated
 
     @property
     def agree(self) -> bool:
@@ -66,16 +67,18 @@ class Board:
         """Board and notebook predictions side by side, with the device time of each row."""
         rows = self._rows(values)
         board_q = self.predict_q(rows)
-        notebook_q = evaluate_plan(self.plan, self.plan.input_stage.quantize(rows))
+        stage = self.plan.input_stage
+        notebook_q = evaluate_plan(self.plan, stage.quantize(rows))
+        clamped = stage.clamped(rows)
         per_row_us = (self.last_timing.device_us / len(rows)) if self.last_timing else float("nan")
         out = []
-        for x, bq, nq in zip(rows, board_q, notebook_q):
+        for x, bq, nq, c in zip(rows, board_q, notebook_q, clamped):
             out.append(Prediction(
                 inputs=tuple(float(v) for v in x),
                 board=tuple(float(v) for v in dequantize(bq, self.plan.output)),
                 notebook=tuple(float(v) for v in dequantize(nq, self.plan.output)),
                 board_q=tuple(int(v) for v in bq), notebook_q=tuple(int(v) for v in nq),
-                device_us=per_row_us))
+                device_us=per_row_us, clamped=tuple(bool(v) for v in c)))
         return out
 
     def notebook_predict(self, values) -> np.ndarray:

@@ -47,6 +47,19 @@ def _signed(value, digits: int = 3) -> str:
     return f"{value:+.{digits}f}"
 
 
+def _fixed(value: float) -> str:
+    """A model output readable at any magnitude (labels in thousandths or in millions), and no
+    "-0.000"."""
+    v = float(value)
+    if abs(v) >= 1e4:
+        text = f"{v:,.0f}"
+    elif v != 0 and abs(v) < 0.01:
+        text = f"{v:.3g}"
+    else:
+        text = f"{v:.3f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
+
+
 def _us(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -612,31 +625,47 @@ class PredictResult(_Result):
         features, labels = self._headers()
         cycles = [] if not self.cycles_per_row else ["cycles"]
         headers = list(features) + [f"board {y}" for y in labels] + [f"notebook {y}" for y in labels] + [
-            "device time", *cycles, "agree"]
+            "device time (request average)" if len(self.predictions) > 1 else "device time", *cycles, "agree"]
         rows = []
         for p in self.predictions:
-            rows.append([f"{v:g}" for v in p.inputs] + [f"{v:.3f}" for v in p.board]
-                        + [f"{v:.3f}" for v in p.notebook] + [_us(p.device_us)]
+            clamped = p.clamped or (False,) * len(p.inputs)
+            rows.append([f"{v:g}" + (" (clamped)" if c else "") for v, c in zip(p.inputs, clamped)]
+                        + [_fixed(v) for v in p.board]
+                        + [_fixed(v) for v in p.notebook] + [_us(p.device_us)]
                         + [f"{self.cycles_per_row:,.0f}" for _ in cycles] + ["✓" if p.agree else "✗"])
         return headers, rows
 
+    @property
+    def any_clamped(self) -> bool:
+        return any(any(p.clamped) for p in self.predictions)
+
+    def _footnote(self) -> str:
+        if not self.any_clamped:
+            return ""
+        return ("clamped: outside the range the int8 input holds (the training data's range, "
+                "about); the model saw the nearest value it can hold")
+
     def __repr__(self) -> str:
         headers, rows = self._rows()
-        return text_table(headers, rows, "r" * (len(headers) - 1) + "l")
+        out = text_table(headers, rows, "r" * (len(headers) - 1) + "l")
+        return out + (f"\n{self._footnote()}" if self.any_clamped else "")
 
     def _repr_html_(self) -> str:
         headers, rows = self._rows()
         verdict = ("board and notebook agree bit for bit" if self.all_agree
                    else "board and notebook DISAGREE")
         title = f"{self.name} on the board: {verdict}" if self.name else verdict
-        return _box(title, html_table(headers, rows, "r" * (len(headers) - 1) + "l"), self.css)
+        inner = html_table(headers, rows, "r" * (len(headers) - 1) + "l")
+        if self.any_clamped:
+            inner += f'<div class="{CSS_PREFIX}-note">{html.escape(self._footnote())}</div>'
+        return _box(title, inner, self.css)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "all_agree": self.all_agree, "cycles_per_row": self.cycles_per_row,
                 "predictions": [
             {"inputs": list(p.inputs), "board": list(p.board), "notebook": list(p.notebook),
              "board_q": list(p.board_q), "notebook_q": list(p.notebook_q), "device_us": p.device_us,
-             "agree": p.agree} for p in self.predictions]}
+             "clamped": list(p.clamped), "agree": p.agree} for p in self.predictions]}
 
 
 class EvaluateResult(_Result):

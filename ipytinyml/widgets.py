@@ -297,7 +297,9 @@ class BoardSlider:
                              f"{html.escape(message[:160])}); run %tinyml_flash again</span>")
 
     def _reading_html(self, p) -> str:
-        inputs = ", ".join(f"{name} {v:g}" for name, v in zip(self.features, p.inputs))
+        clamped = p.clamped or (False,) * len(p.inputs)
+        inputs = ", ".join(f"{name} {v:g}" + (" (clamped)" if c else "")
+                           for name, v, c in zip(self.features, p.inputs, clamped))
         board_y, notebook_y = p.board[0], p.notebook[0]
         mark = ('<span style="color:#080">✓ agree</span>' if p.agree
                 else '<span style="color:#b00">✗ differ</span>')
