@@ -294,8 +294,11 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
     predictions = dequantize(board_q, board.plan.output)
     n = len(test_x)
     info = board.link.info()
+    errors = np.abs(predictions.astype(np.float64) - test_y)
     result = {
-        "mae": float(np.mean(np.abs(predictions.astype(np.float64) - test_y))),
+        "mae": float(np.mean(errors)),
+        "mae_per_output": [float(v) for v in errors.mean(axis=0)],
+        "clamped_inputs": int(board.plan.input_stage.clamped(test_x).sum()),
         "parity": {"matched": int(np.sum(np.all(board_q == expected_q, axis=1))), "total": n,
                    "runtime": info.runtime,
                    "raw_matched": int(np.sum(np.all(raw_board == raw_expected, axis=1))),

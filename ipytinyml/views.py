@@ -702,8 +702,15 @@ class EvaluateResult(_Result):
 
     def _pairs(self):
         pairs = []
-        if self.mae is not None:
-            pairs.append(("test MAE", f"{self.mae:.3f} {self.label or ''}".rstrip()))
+        per_output = self.result.get("mae_per_output") or []
+        labels = (self.label or "").split(",")
+        if len(per_output) > 1 and len(labels) == len(per_output):
+            pairs.append(("test MAE", " · ".join(f"{label} {_fixed(v)}" for label, v in zip(labels, per_output))))
+        elif self.mae is not None:
+            pairs.append(("test MAE", f"{_fixed(self.mae)} {self.label or ''}".rstrip()))
+        if self.result.get("clamped_inputs"):
+            pairs.append(("clamped", f"{self.result['clamped_inputs']} test value(s) outside what the "
+                                     "int8 input holds (saturated)"))
         if self.total:
             pct = 100.0 * (self.matched or 0) / self.total
             oracle = self.parity.get("oracle") or "the notebook's int8 model"
