@@ -107,3 +107,36 @@ def test_a_wrong_answer_is_caught(tflite_models, tmp_path):
     native.generate_native(bent, tmp_path / "model", model_hash=HASH)
     run = harness.run_qemu_arm(harness.compile_arm(tmp_path / "model", tmp_path / "arm", x), plan.n_outputs)
     assert int((run.outputs != quant.evaluate_plan(plan, x).astype(np.int64)).sum()) > 0
+
+
+@needs_arm
+def test_protocol_on_cortex_m4_over_uart(tflite_models, autompg_split, tmp_path):
+    """The shared protocol (firmware_templates/common/tinyml_protocol.cpp, through the port seam's
+    non-Arduino branch, implemented on the mps2-an386's UART0 in tests/arm_m4/arm_port.c) with the
+    real per-tensor AutoMPG model, in QEMU with UART0 on a pty, driven by ipytinyml's own Link:
+    the banner and info describe the model; all 256 int8 inputs (``r``) and the test set as
+    decimals parsed and QUANTIZEd on the ARM core (``p``) match quant bit for bit."""
+    from ipytinyml.link import Link
+
+    plan = quant.plan_from_model(tflite_models["int8"])
+    model = tmp_path / "model"
+    native.generate_native(plan, model, model_hash=HASH)
+    elf = harness.compile_arm_protocol(model, tmp_path / "fw")
+    with harness.QemuArmBoard(elf) as board, Link(board.port, timeout=10) as link:
+        info = link.info()
+        assert (info.runtime, info.board, info.model, info.n_in, info.n_out) == (
+            "native", "mps2-an386", HASH, 1, 1)
+        assert (info.input_scale, info.input_zero_point) == (plan.input.scale, plan.input.zero_point)
+        assert (info.output_scale, info.output_zero_point) == (plan.output.scale, plan.output.zero_point)
+
+        raw = np.arange(-128, 128).reshape(-1, 1)
+        got = np.asarray(link.predict_raw(raw.ravel().tolist()).raw, dtype=np.int64)
+        assert np.array_equal(got, quant.evaluate_plan(plan, raw).astype(np.int64))
+
+        test_x = autompg_split[2]
+        result = link.predict(test_x.ravel().tolist())
+        want = quant.evaluate_plan(plan, quant.quantize(test_x, plan.input)).astype(np.int64)
+        assert np.array_equal(np.asarray(result.raw, dtype=np.int64), want)
+        assert np.array_equal(np.asarray(result.outputs, dtype=np.float32),
+                              quant.dequantize(want, plan.output))
+        assert result.timing.device_us > 0

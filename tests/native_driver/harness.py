@@ -213,3 +213,71 @@ def arm_size(path: Path) -> dict[str, int]:
     out = _run(["arm-none-eabi-size", "-B", path]).stdout.splitlines()
     text, data, bss = (int(v) for v in out[1].split()[:3])
     return {"text": text, "data": data, "bss": bss}
+
+
+COMMON = HERE.parents[1] / "firmware_templates" / "common"
+
+
+def compile_arm_protocol(model_dir: Path, out_dir: Path, *, fast: bool = True) -> Path:
+    """ELF of the protocol firmware for the Cortex-M4F: firmware_templates/common/tinyml_protocol.cpp
+    (the file every sketch gets, through its non-Arduino port seam) + the generated model, with
+    tests/arm_m4's UART0 port, startup and linker script."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_obj = compile_arm_objects(model_dir, out_dir, fast=fast)
+    include = ["-I", model_dir, "-I", COMMON, "-I", ARM_DIR]
+    objects = [model_obj]
+    for src, lang in ((COMMON / "tinyml_protocol.cpp", "c++"), (ARM_DIR / "arm_port.c", "c"),
+                      (ARM_DIR / "protocol_main.c", "c")):
+        obj = out_dir / (src.stem + ".o")
+        std = ARM_CXXFLAGS if lang == "c++" else ["-std=gnu99"]
+        compiler = "arm-none-eabi-g++" if lang == "c++" else "arm-none-eabi-gcc"
+        _run([compiler, *std, *ARM_CFLAGS, *WARNINGS, *include, "-c", src, "-o", obj])
+        objects.append(obj)
+    return link_arm(objects, out_dir / f"protocol_arm_{int(fast)}.elf")
+
+
+class QemuArmBoard:
+    """QEMU running an ARM ELF with UART0 on a pseudo-terminal: ``.port`` is its path.
+    A context manager; the QEMU process is ended on exit."""
+
+    def __init__(self, elf: Path, *, timeout: float = 20):
+        import select
+        import time
+
+        self.process = subprocess.Popen(
+            [*QEMU_ARM[:QEMU_ARM.index("-serial")], *QEMU_ARM[QEMU_ARM.index("-serial") + 2:],
+             "-chardev", "pty,id=uart0", "-serial", "chardev:uart0", "-kernel", str(elf)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        text = b""
+        self.port = None
+        while self.port is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if ready:
+                chunk = self.process.stdout.read1(4096) if hasattr(self.process.stdout, "read1") else b""
+                if not chunk:
+                    break
+                text += chunk
+                m = re.search(rb"(/dev/pts/\d+)", text)
+                if m:
+                    self.port = m.group(1).decode()
+        if self.port is None:
+            self.close()
+            raise AssertionError(f"QEMU did not report its pty: {text.decode('ascii', 'replace')[-1000:]}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+    def __enter__(self) -> "QemuArmBoard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
