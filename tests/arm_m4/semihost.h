@@ -7,7 +7,6 @@ extern "C" {
 #endif
 
 void semihost_write(const char *text);
-int semihost_getc(void);
 void semihost_exit(int status) __attribute__((noreturn));
 
 #ifdef __cplusplus

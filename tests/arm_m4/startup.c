@@ -33,11 +33,6 @@ void semihost_write(const char *text)
     semihost_call(0x04u, text); /* SYS_WRITE0: a NUL-terminated string to the console */
 }
 
-int semihost_getc(void)
-{
-    return (int)semihost_call(0x07u, 0); /* SYS_READC: one byte from the console */
-}
-
 void semihost_exit(int status)
 {
     /* SYS_EXIT with ADS_ApplicationExit: the 32-bit form carries no status, so a
