@@ -35,6 +35,7 @@ BENCHES = {
     "training": ("bench_training.py", ["--seeds", "5"]),
     "own_data": ("bench_own_data.py", ["--seeds", "5"]),
     "cycles": ("bench_native_cycles.py", []),
+    "arm": ("bench_arm_icount.py", []),
     "emlearn": ("bench_emlearn.py", []),
     "parity": ("bench_parity.py", []),
     "footprint": ("bench_footprint.py", []),
@@ -59,7 +60,8 @@ def machine() -> dict:
     mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M) \
         if Path("/proc/meminfo").is_file() else None
     versions = {"python": platform.python_version()}
-    for label, args in (("avr-gcc", ["avr-gcc", "--version"]), ("arduino core", None)):
+    for label, args in (("avr-gcc", ["avr-gcc", "--version"]), ("arm-none-eabi-gcc", ["arm-none-eabi-gcc", "--version"]),
+                        ("qemu-system-arm", ["qemu-system-arm", "--version"]), ("arduino core", None)):
         if args:
             versions[label] = (_cmd(args).splitlines() or [""])[0]
     core = Path("/usr/share/arduino/hardware/arduino/avr/platform.txt")
@@ -164,6 +166,21 @@ def rows_cycles(e):
     return [("device cost", text, "<= 10,000 cycles for 1->64->1", _met(data["met"]))]
 
 
+def rows_arm(e):
+    d = e["data"]
+    rows = {(r["model"], r["variant"]): r for r in d["rows"]}
+
+    def c(m, v, k="fast"):
+        r = rows.get((m, v))
+        return f"{r[k]['instructions_mean']:,.0f}" if r else "?"
+    text = (f"1->64->1: {c('1->64->1', 'per-tensor')} (per-tensor), {c('1->64->1', 'per-channel')} "
+            f"(per-channel); 1->32->16->1: {c('1->32->16->1', 'per-tensor')} / "
+            f"{c('1->32->16->1', 'per-channel')}; reference kernels {c('1->64->1', 'per-tensor', 'reference')} / "
+            f"{c('1->64->1', 'per-channel', 'reference')} for 1->64->1 (instructions, QEMU -icount, mean of "
+            f"the 256 int8 inputs, bit-exact: {'yes' if d['exact'] else 'NO'})")
+    return [("device cost, Cortex-M4F", text, "report (bit-exact)", "reported" if d["exact"] else "**not exact**")]
+
+
 def rows_emlearn(e):
     d = e["data"]
     o, m = d["ours"], d["emlearn"]
@@ -177,8 +194,10 @@ def rows_emlearn(e):
 def rows_parity(e):
     rows = e["data"]["rows"]
     text = "; ".join(f"{r['model']} {r['flavour']}: test {r['test_matched']}/{r['test_total']}, int8 "
-                     f"{r['raw_matched_micro']}/{r['raw_total']}" for r in rows)
-    return [("parity", f"vs tflite-micro -- {text}", "100 %", _met(e["data"]["met"]))]
+                     f"{r.get('raw_matched_quant', r['raw_matched_micro'])}/{r['raw_total']} "
+                     f"(tflite-micro wheel {r['raw_matched_micro']}/{r['raw_total']})" for r in rows)
+    return [("parity", f"vs the boards' TFLM arithmetic (ipytinyml.quant) -- {text}", "100 %",
+             _met(e["data"]["met"]))]
 
 
 def rows_footprint(e):
@@ -266,10 +285,12 @@ def details_own_data(d) -> list[str]:
     return out + [""]
 
 
-ROWS = {"own_data": rows_own_data, "training": rows_training, "cycles": rows_cycles, "emlearn": rows_emlearn, "parity": rows_parity,
-        "footprint": rows_footprint, "build": rows_build, "notebook": rows_notebook, "serial": rows_serial}
+ROWS = {"own_data": rows_own_data, "training": rows_training, "cycles": rows_cycles, "arm": rows_arm,
+        "emlearn": rows_emlearn, "parity": rows_parity, "footprint": rows_footprint, "build": rows_build,
+        "notebook": rows_notebook, "serial": rows_serial}
 
-FALLBACK_ROW = {"own_data": ["accuracy, own data"], "training": ["accuracy", "training speed"], "cycles": ["device cost"],
+FALLBACK_ROW = {"own_data": ["accuracy, own data"], "training": ["accuracy", "training speed"],
+                "cycles": ["device cost"], "arm": ["device cost, Cortex-M4F"],
                 "emlearn": ["peer on the same chip"], "parity": ["parity"], "footprint": ["footprint"],
                 "build": ["virtual board build"], "notebook": ["notebook loop"],
                 "serial": ["serial throughput"]}
@@ -409,6 +430,30 @@ def details_cycles(data) -> list[str]:
     return out + [""]
 
 
+def details_arm(data, avr=None) -> list[str]:
+    avr_rows = {}
+    if avr is not None:
+        for r in avr["rows"] if isinstance(avr, dict) else avr:
+            avr_rows[(r["model"], r["variant"])] = r
+    out = ["### Device cost: instructions per inference on a Cortex-M4F (QEMU), next to the ATmega328P", "",
+           f"The same generated `tinyml_model.cpp` built by {data['gcc']} (`-O2 -mcpu=cortex-m4 -mthumb "
+           f"-mfpu=fpv4-sp-d16 -mfloat-abi=hard`) and run bare-metal in {data['qemu']} "
+           "(`-M mps2-an386 -icount shift=3`: a fixed 8 ns of virtual time per instruction, counted with "
+           "SysTick and calibrated with `nop`s). Mean over the 256 int8 inputs (min-max); instructions, not "
+           "cycles (QEMU does not model the core's timing). AVR cycles from the table above.", "",
+           "| model | Dense | M4 fast kernel | M4 reference | M4 flash B (fast / ref) | AVR fast cycles | "
+           "AVR reference cycles |",
+           "|---|---|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        f, ref = r["fast"], r["reference"]
+        a = avr_rows.get((r["model"], r["variant"]))
+        avr_cells = (f"{a['fast']['cycles_mean']:,.0f} | {a['reference']['cycles_mean']:,.0f}" if a else "- | -")
+        out.append(f"| {r['model']} | {r['variant']} | {f['instructions_mean']:,.0f} ({f['instructions_min']:,}-"
+                   f"{f['instructions_max']:,}) | {ref['instructions_mean']:,.0f} | {f['flash_object']:,} / "
+                   f"{ref['flash_object']:,} | {avr_cells} |")
+    return out + [""]
+
+
 def write_markdown(results: dict, env: dict, path: Path, total_s: float, command: str) -> None:
     rows = []
     for name, entry in results.items():
@@ -430,7 +475,8 @@ def write_markdown(results: dict, env: dict, path: Path, total_s: float, command
         f"- Date: {env['date']}; commit {env['commit']}; total {total_s / 60:.1f} min",
         f"- Tools: Python {v.get('python')}, TensorFlow {v.get('tensorflow')}, Keras {v.get('keras')}, "
         f"tflite-micro {v.get('tflite-micro')}, {v.get('avr-gcc')}, Arduino AVR core {v.get('arduino core')}, "
-        f"simavr {v.get('simavr')}, emlearn {v.get('emlearn')}",
+        f"simavr {v.get('simavr')}, {v.get('arm-none-eabi-gcc')}, {v.get('qemu-system-arm')}, "
+        f"emlearn {v.get('emlearn')}",
         "- Load: the 1-minute load average before each benchmark is in the last column. Other sessions "
         "share this machine; timing rows (training speed, build, notebook loop, serial) are slower under "
         "load, cycle counts, bytes and parity are not.", "",
@@ -443,6 +489,8 @@ def write_markdown(results: dict, env: dict, path: Path, total_s: float, command
         lines += details_own_data(results["own_data"]["data"])
     if "data" in results.get("cycles", {}):
         lines += details_cycles(results["cycles"]["data"])
+    if "data" in results.get("arm", {}):
+        lines += details_arm(results["arm"]["data"], results.get("cycles", {}).get("data"))
     if "data" in results.get("footprint", {}):
         lines += details_footprint(results["footprint"]["data"])
     if "data" in results.get("serial", {}):

@@ -19,9 +19,10 @@ What "exactly" means here (each rule is tested against tflite-micro):
   values that can be negative.
 * FULLY_CONNECTED: int32 accumulation that wraps like the C kernel, bias added,
   requantized, output zero point added, clamped to the fused activation range.
-  The effective scale is ``s_in * s_w[c] / s_out`` in double; for per-tensor
-  layers see ``plan_from_model(per_tensor_product=...)`` (the oracle and the
-  TFLM source disagree on the precision of ``s_in * s_w``).
+  The effective scale is ``s_in * s_w[c] / s_out`` in double for per-channel
+  layers; per-tensor layers take ``s_in * s_w`` in float32 first, as every
+  compiled TFLM does (boards and host builds alike; the tflite-micro wheel
+  differs, see ``plan_from_model(per_tensor_product=...)``).
 * QUANTIZE: float32 division, round half away from zero, clamp to int8.
   DEQUANTIZE: computed in double, then rounded to float32.
 """
@@ -506,7 +507,7 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor, per_tensor_product: str) -> 
     if per_channel:
         reals = [float(tq_in.scale) * float(sc) / float(tq_out.scale) for sc in scales]
     else:
-        if per_tensor_product == "float32":  # TFLM source: (double)(float s_in * float s_w)
+        if per_tensor_product == "float32":  # every compiled TFLM: (double)(float s_in * float s_w)
             product = float(np.float32(tq_in.scale) * np.float32(scales[0]))
         else:  # the tflite-micro wheel's binary: (double)s_in * (double)s_w
             product = float(tq_in.scale) * float(scales[0])
@@ -544,7 +545,7 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor, per_tensor_product: str) -> 
     )
 
 
-def plan_from_model(model, *, per_tensor_product: str = "float64") -> ModelPlan:
+def plan_from_model(model, *, per_tensor_product: str = "float32") -> ModelPlan:
     """Turn an int8 ``.tflite`` (a :class:`TFLiteModel`, a path or bytes) into a ``ModelPlan``.
 
     Accepts ``[QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE]`` on one subgraph with
@@ -556,16 +557,21 @@ def plan_from_model(model, *, per_tensor_product: str = "float64") -> ModelPlan:
     tensor.
 
     ``per_tensor_product`` picks how a per-tensor layer's ``s_in * s_w`` is
-    formed before dividing by ``s_out`` (per-channel layers are always all
-    double). TFLM's source (``GetQuantizedConvolutionMultipler`` in
-    ``kernel_util.cc``, also in the Arduino ports) takes the product in float32,
-    but the tflite-micro wheel we use as the oracle (0.dev20261023, x86-64)
-    computes it in double (``cvtss2sd``/``mulsd`` in its ``_runtime.so``), and
-    the two multipliers differ in their low bits, so an output can differ by
-    one LSB for accumulators near a rounding boundary (see
-    ``tests/test_quant.py::test_per_tensor_multiplier_matches_the_oracle``).
-    The default ``"float64"`` matches the oracle; ``"float32"`` follows the
-    source, for builds that compile it literally.
+    formed before dividing by ``s_out`` in double (per-channel layers are always
+    all double: ``(double)s_in * (double)s_w[c] / (double)s_out`` in
+    ``CalculateOpDataFullyConnected``). TFLM's per-tensor path
+    (``GetQuantizedConvolutionMultipler`` in ``kernel_util.cc``, the overload
+    without bias) computes ``static_cast<double>(input_scale * filter_scale)``:
+    a float32 product, widened, then divided in double. Every compiled TFLM we
+    measured does exactly that: upstream reference kernels,
+    Chirale_TensorFlowLite 2.0.0 and tflite-micro-arduino-examples, on x86-64
+    and on a Cortex-M4. So the default ``"float32"`` is the boards' arithmetic.
+    The tflite-micro Python wheel (0.dev20261023, x86-64) takes the product in
+    double instead (``cvtss2sd``/``mulsd`` in its ``_runtime.so``); the two
+    multipliers differ in their low bits, so an output can differ by one LSB
+    for accumulators near a rounding boundary (recorded in
+    ``tests/test_quant.py::test_boards_per_tensor_product_differs_from_the_wheel_where_predicted``).
+    ``"float64"`` reproduces the wheel.
     """
     if per_tensor_product not in ("float64", "float32"):
         raise ValueError('per_tensor_product must be "float64" or "float32"')

@@ -5,8 +5,12 @@ Two interpreters:
 - LiteRT (``ai_edge_litert``) with ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``: runs
   every variant; without the XNNPACK delegate its int8 results match TFLM.
 - tflite-micro (``tflite_micro``, optional extra ``oracle``): TensorFlow Lite
-  Micro's own reference kernels, i.e. exactly what the board computes. Also
-  measures the arena a model needs.
+  Micro's own reference kernels. What the boards compute, with one known
+  exception: the wheel takes a per-tensor layer's ``s_in * s_w`` in double
+  where every compiled TFLM (the boards' included) takes it in float32, so an
+  output can be 1 LSB off near a rounding boundary; ``ipytinyml.quant``
+  follows the boards (see ``quant.plan_from_model``). Also measures the arena
+  a model needs.
 
 Both take and return float32 arrays shaped [samples, features]; int8-I/O
 models are fed with TFLite's exact QUANTIZE formula and read back with

@@ -404,15 +404,16 @@ def test_plan_fields(tflite_models):
     assert not any(layer.per_channel for layer in pt.layers)
     layer = pt.layers[0]
     assert len(set(layer.output_multiplier.tolist())) == 1
-    # per-tensor: s_in * s_w in double by default (what the oracle does), float32 on request
+    # per-tensor: s_in * s_w in float32 by default (the boards' TFLM), double on request (the wheel)
     m8 = read_tflite(tflite_models["int8"])
     fc = m8.operators[1]
     s_in = m8.tensors[fc.inputs[0]].quantization.scales[0]
     s_w = m8.tensors[fc.inputs[1]].quantization.scales[0]
     s_o = m8.tensors[fc.outputs[0]].quantization.scales[0]
-    real = float(s_in) * float(s_w) / float(s_o)
-    assert (int(layer.output_multiplier[0]), int(layer.output_shift[0])) == Q.quantize_multiplier(real)
-    layer32 = Q.plan_from_model(m8, per_tensor_product="float32").layers[0]
+    real64 = float(s_in) * float(s_w) / float(s_o)
+    layer64 = Q.plan_from_model(m8, per_tensor_product="float64").layers[0]
+    assert (int(layer64.output_multiplier[0]), int(layer64.output_shift[0])) == Q.quantize_multiplier(real64)
+    layer32 = layer
     real32 = float(np.float32(s_in) * np.float32(s_w)) / float(s_o)
     assert (int(layer32.output_multiplier[0]), int(layer32.output_shift[0])) == Q.quantize_multiplier(real32)
 
@@ -546,12 +547,11 @@ def test_random_dense_layer_matches_tflite_micro(tflite_models, per_channel, act
     np.testing.assert_array_equal(fast, ours)
 
 
-def test_per_tensor_multiplier_matches_the_oracle(tflite_models):
-    """Per-tensor FC: is ``s_in * s_w`` taken in float32 (TFLM's source, brief 1.3) or in double?
-    Build a layer whose accumulators sit where the two multipliers round differently and let
-    tflite-micro decide. The installed wheel computes it in double (its binary does
-    cvtss2sd + mulsd), which is ``plan_from_model``'s default; ``per_tensor_product="float32"``
-    reproduces the source and gives different outputs on exactly these accumulators."""
+def _crafted_per_tensor_layer(tflite_models):
+    """A per-tensor 1->64 layer whose ``s_in * s_w`` rounds to a different multiplier in float32
+    than in double, with biases placed where the two multipliers give different outputs for
+    input 0: ``(data, m32, sh32, m64, sh64)``. Weights are all 1 and the input zero point 0,
+    so the accumulator of unit ``c`` for input ``x`` is ``bias[c] + x``."""
     rng = np.random.default_rng(11)
     while True:
         s_in = np.float32(rng.uniform(0.01, 1.0))
@@ -590,19 +590,52 @@ def test_per_tensor_multiplier_matches_the_oracle(tflite_models):
     mt.buffers[w_t.buffer].data = np.ones(64, np.int8).view(np.uint8)
     mt.buffers[b_t.buffer].data = np.array(found, dtype="<i4").view(np.uint8)
     op.builtinOptions.fusedActivationFunction = 0
-    data = _pack(_isolate(mt, [0]))
+    return _pack(_isolate(mt, [0])), m32, sh32, m64, sh64
 
+
+def test_per_tensor_multiplier_matches_the_oracle(tflite_models):
+    """Per-tensor FC: the tflite-micro wheel takes ``s_in * s_w`` in double (its binary does
+    cvtss2sd + mulsd), and ``per_tensor_product="float64"`` reproduces it bit for bit on a
+    layer built so that every unit's accumulator for input 0 sits where the float32 and
+    double multipliers round differently. So the wheel is a sharp oracle for that variant."""
+    data, m32, _, m64, _ = _crafted_per_tensor_layer(tflite_models)
     zero = np.zeros((1, 1), np.int8)
     tflm = _run_micro(data, zero)
-    plan = Q.plan_from_model(read_tflite(data))
-    assert int(plan.layers[0].output_multiplier[0]) == m64
-    assert _same_bits(Q.evaluate_plan(plan, zero), tflm)
-
-    plan32 = Q.plan_from_model(read_tflite(data), per_tensor_product="float32")
-    assert int(plan32.layers[0].output_multiplier[0]) == m32
-    assert np.all(Q.evaluate_plan(plan32, zero) != tflm)
+    plan64 = Q.plan_from_model(read_tflite(data), per_tensor_product="float64")
+    assert int(plan64.layers[0].output_multiplier[0]) == m64
+    assert _same_bits(Q.evaluate_plan(plan64, zero), tflm)
     with pytest.raises(ValueError):
         Q.plan_from_model(read_tflite(data), per_tensor_product="float16")
+
+
+def test_boards_per_tensor_product_differs_from_the_wheel_where_predicted(tflite_models, all_int8_inputs):
+    """The boards' TFLM (every compiled build: upstream reference kernels, Chirale_TensorFlowLite
+    2.0.0, tflite-micro-arduino-examples; x86-64 and Cortex-M4) takes a per-tensor layer's
+    ``s_in * s_w`` in float32 (``GetQuantizedConvolutionMultipler``, kernel_util.cc), and so does
+    ``plan_from_model`` by default. On the crafted layer, for all 256 inputs, the default plan
+    equals the wheel wherever the float32 and double multipliers requantize the accumulator
+    alike, and differs (by exactly 1 LSB) exactly where they do not: the known difference,
+    measured against real TFLM builds as 68 of 16,384 outputs (rows of inputs 0 and 1)."""
+    data, m32, sh32, m64, sh64 = _crafted_per_tensor_layer(tflite_models)
+    plan = Q.plan_from_model(read_tflite(data))  # the default: the boards' arithmetic
+    layer = plan.layers[0]
+    assert (int(layer.output_multiplier[0]), int(layer.output_shift[0])) == (m32, sh32)
+    x = all_int8_inputs
+    wheel = _run_micro(data, x).astype(np.int64)  # [256, 64]
+    ours = Q.evaluate_plan(plan, x).astype(np.int64)
+
+    # prediction, independent of both runs: requantize every accumulator with both multipliers
+    acc = Q.accumulators(layer, x)
+    predicted = (np.clip(Q.multiply_by_quantized_multiplier(acc, m32, sh32), -128, 127)
+                 != np.clip(Q.multiply_by_quantized_multiplier(acc, m64, sh64), -128, 127))
+    differ = ours != wheel
+    np.testing.assert_array_equal(differ, predicted)
+    assert np.all(np.abs(ours - wheel)[differ] == 1)
+    assert int(differ.sum()) == 68 and differ.size == 16384
+    assert sorted(set(np.nonzero(differ)[0].tolist())) == [128, 129]  # inputs 0 and 1
+    # the wheel itself is reproduced exactly by the double product
+    plan64 = Q.plan_from_model(read_tflite(data), per_tensor_product="float64")
+    assert np.array_equal(Q.evaluate_plan(plan64, x).astype(np.int64), wheel)
 
 
 # ---------------------------------------------------------------------------
