@@ -85,7 +85,8 @@ def test_banner_info_and_human_line(exes):
     lines = check(exes["one"], m, b"!7 i\n130\n")
     assert lines[0] == "#tinyml ready proto=1 runtime=native board=host model=0123456789ab in=1 out=1"
     assert lines[1] == ("@7 ok proto=1 runtime=native board=host model=0123456789ab in=1 out=1 "
-                        "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16")
+                        "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16 "
+                        "imean=0x00000000 idiv=0x3cc99f2a")  # the identity pre-stage
     # 130 / 0.0246 saturates the input at 127; the fake model echoes it; 0.15289 * (127 + 23)
     assert lines[2] == "horsepower 130 -> mpg 22.93 (* us)"
 

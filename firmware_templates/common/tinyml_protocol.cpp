@@ -26,10 +26,14 @@
  *   by V = 10^-e on byte arrays. Up to 20 significant digits are kept; a
  *   longer number keeps 20 and a sticky 21st digit (1 if any dropped digit
  *   is non-zero), exact unless the dropped digits decide a tie.
- * - QUANTIZE divides that float32 by the float32 input scale by long
- *   division, only as far as the result needs (see quantize()), with the
- *   result of rounding the quotient to float32 (ties to even) as an IEEE
- *   division does, then rounding half away from zero; clamps to int8.
+ * - The input pre-stage (ipytinyml/prestage.py): value k of a row (k =
+ *   its position modulo TINYML_N_INPUTS) becomes fl32(x - mean_k), one IEEE
+ *   float32 subtraction rounded to nearest even (sub_f32()), then
+ *   QUANTIZE with the divisor div_k: fl32(x / div_k) by long division,
+ *   only as far as the result needs (see quantize()), with the result of
+ *   rounding the quotient to float32 (ties to even) as an IEEE division
+ *   does, then rounding half away from zero; clamps to int8. With mean 0
+ *   and div = the input scale this is TFLite's QUANTIZE.
  * - The human answer prints scale * (q - zero_point), computed exactly, with
  *   two decimals (rounded half away from zero).
  */
@@ -54,6 +58,15 @@
 /* Values per request; at most 40 tokens fit in a 79-character line. */
 #define MAX_VALUES_RAW (MAX_INFERENCES * N_IN)
 #define MAX_VALUES (MAX_VALUES_RAW <= 40 ? MAX_VALUES_RAW : N_IN <= 40 ? (40 / N_IN) * N_IN : N_IN)
+
+/* The input pre-stage's constants: per feature {mean, divisor} as float32
+ * bits. The generated tinyml_model.h holds the initializer, so the table
+ * sits in flash here, next to the code that reads it. */
+static const uint32_t input_stage[N_IN][2] TINYML_PROGMEM = TINYML_INPUT_STAGE_BITS;
+
+/* float32 bits -> its biased exponent field, by byte moves (a 23-bit shift
+ * is a loop on AVR) */
+#define F32_BIASED(bits) ((uint8_t)((uint16_t)((bits) >> 16) >> 7))
 
 /* float32 bits -> mantissa with the hidden bit, unbiased exponent (normal floats) */
 #define F32_MANT(bits) ((uint32_t)(((bits) & 0x7fffffUL) | 0x800000UL))
@@ -139,6 +152,17 @@ static void put_hex(uint32_t v)
         uint8_t d = (uint8_t)(v >> 28);
         v <<= 4;
         put_c((char)(d < 10 ? '0' + d : 'a' - 10 + d));
+    }
+}
+
+/* a column of the pre-stage table (0: means, 1: divisors), in hex,
+ * separated by commas */
+static void put_stage(uint8_t column)
+{
+    for (uint8_t k = 0; k < N_IN; k++) {
+        if (k)
+            put_c(',');
+        put_hex(TINYML_FLASH_U32(&input_stage[k][column]));
     }
 }
 
@@ -361,7 +385,70 @@ static int16_t big_round(void)
     return round_mantissa(m, sticky, x);
 }
 
-/* TFLite QUANTIZE of the float32 f_*: t = x / scale rounded to float32,
+/* f_* = fl32(f_* - m), m given by its float32 bits (finite): one IEEE
+ * float32 subtraction, rounded to nearest, ties to even, with integers only.
+ *
+ * x - m = x + (-m). Both mantissas get 5 bits below them (so they are below
+ * 2^29), the operand with the larger exponent goes first (a), and b is
+ * shifted right to a's exponent keeping every bit shifted out in bit 0 (a
+ * sticky bit). The two are added in two's complement; a negative sum is
+ * negated and takes b's sign. small_round() then normalizes and rounds the
+ * sum r exactly as an integer: an alignment of 0 or 1 bit loses nothing; a
+ * longer one leaves r odd, the true sum strictly between r - 1 and r + 1,
+ * and r of at least 28 bits, so every rounding boundary (a multiple of 2^3
+ * or more) lies outside that interval and r rounds as the true sum does.
+ * Results below 2^-126 flush to zero as parsed values do (a difference that
+ * small quantizes to the zero point for any divisor >= 2^-100); beyond
+ * float32 range f_exp exceeds 127, which quantize() saturates as IEEE's
+ * infinity would. */
+static void sub_f32(uint32_t m)
+{
+    uint32_t a = f_mant << 5, b = m & 0x7fffffUL, t;
+    int8_t ea = (int8_t)f_exp, eb = (int8_t)(F32_BIASED(m) - 127), e;
+    uint8_t na = f_neg, nb = ((uint8_t)(m >> 24) & 0x80) ? 0 : 1, d;
+
+    if (eb != -127)
+        b |= 0x800000UL;            /* the hidden bit of a normal m */
+    else
+        eb = -126;                  /* a subnormal m: 0.fraction * 2^-126 */
+    if (!b)
+        return;                     /* x - 0 = x: the identity stage costs nothing */
+    b <<= 5;
+    if (!a || ea < eb) {
+        t = a;
+        a = b;
+        b = t;
+        e = ea;
+        ea = eb;
+        eb = e;
+        d = na;
+        na = nb;
+        nb = d;
+    }
+    d = (uint8_t)(ea - eb);
+    if (d > 31)
+        d = 31;                     /* 31 shifts leave any b below 2^29 sticky only */
+    for (; d; d--) {
+        if (b & 1)
+            b = (b >> 1) | 1;
+        else
+            b >>= 1;
+    }
+    if (na != nb)
+        b = 0 - b;
+    a += b;
+    if (a >> 31) {
+        a = 0 - a;
+        na = nb;
+    }
+    f_neg = na;
+    f_mant = 0;                     /* x == m: 0, the zero point */
+    if (a)
+        f_exp = small_round(a, 1, (int16_t)(ea - 28));
+}
+
+/* TFLite QUANTIZE of the float32 f_* with the divisor div (float32 bits; the
+ * input scale when the stage is the identity): t = x / div rounded to float32,
  * round half away from zero, add the zero point, clamp to int8. |t| >= 256
  * saturates (TFLite's cast to int32 is undefined beyond 2^31).
  *
@@ -373,18 +460,18 @@ static int16_t big_round(void)
  * carries into n + 0.5 (ties go there too: its mantissa is even), so n + 1.
  * That is (floor(2 |t|) + 1 + carry) / 2, and the first zero bit below h
  * rules the carry out: usually a bit or two after h, not 25 bits. */
-static int8_t quantize(void)
+static int8_t quantize(uint32_t div)
 {
     int16_t r = 0;
     if (f_mant) {
-        uint32_t a = f_mant, v = F32_MANT(TINYML_INPUT_SCALE_BITS);
-        int16_t x = (int16_t)(f_exp - F32_EXP(TINYML_INPUT_SCALE_BITS));
+        uint32_t a = f_mant, v = F32_MANT(div);    /* div is normal: >= 2^-100 */
+        int16_t x = (int16_t)(f_exp - (F32_BIASED(div) - 127));
         uint16_t n = 0;     /* floor(2 |t|), then |t| rounded */
         if (a < v) {
             a <<= 1;
             x--;
         }
-        /* now v <= a < 2v: |x / scale| = (a / v) * 2^x; beyond 2^8 all
+        /* now v <= a < 2v: |x / div| = (a / v) * 2^x; beyond 2^8 all
          * saturate, so 2^8 stands for them */
         if (x > 8)
             x = 8;
@@ -520,12 +607,16 @@ static uint8_t parse_value(char cmd, int8_t *q)
     return 0;
 }
 
-/* The value token at cur as the int8 the model gets. */
-static uint8_t value(char cmd, int8_t *q)
+/* The value token at cur as the int8 the model gets; k: its feature (its
+ * position in the row), which picks the pre-stage's mean and divisor. */
+static uint8_t value(char cmd, int8_t *q, uint8_t k)
 {
     uint8_t rc = parse_value(cmd, q);
-    if (!rc && cmd != 'r')
-        *q = quantize();
+    if (!rc && cmd != 'r') {
+        const uint32_t *c = input_stage[k];
+        sub_f32(TINYML_FLASH_U32(c));
+        *q = quantize(TINYML_FLASH_U32(c + 1));
+    }
     return rc;
 }
 
@@ -551,11 +642,13 @@ static uint8_t run_values(char cmd)
      * which the parser has passed (value k goes to line[k]; value k ends
      * beyond index 5 + 2k); a human line keeps its text for the echo. */
     for (cur = start; skip_seps(); count++) {
-        rc = value(cmd, &q);
+        rc = value(cmd, &q, k);
         if (rc)
             return rc;
         if (cmd)
             line[count] = (char)q;
+        if (++k == N_IN)
+            k = 0;
     }
     if (count == 0 || count > MAX_VALUES || count % N_IN)
         return E_COUNT;
@@ -567,7 +660,7 @@ static uint8_t run_values(char cmd)
             q = (int8_t)line[i];
         } else {
             skip_seps();
-            value(cmd, &q);             /* human line: quantize again */
+            value(cmd, &q, k);          /* human line: quantize again */
         }
         in_q[k] = q;
         if (++k == N_IN) {
@@ -644,6 +737,10 @@ static void answer_info(void)
     put_u(tinyml_port_free_ram());
     PUT(" max=");
     put_u(MAX_VALUES);
+    PUT(" imean=");
+    put_stage(0);
+    PUT(" idiv=");
+    put_stage(1);
     put_eol();
 }
 
