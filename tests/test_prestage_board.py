@@ -138,3 +138,255 @@ def test_float32_subtraction_matches_numpy(tmp_path):
             bad.append((f"{x:08x}", f"{m:08x}", g, want))
     assert not bad, f"{len(bad)} wrong, e.g. {bad[:5]}"
     assert kinds["inf"] >= 20 and kinds["zero"] >= 100  # the edge cases were really reached
+
+
+# ------------------------------------------ the whole pre-stage, observed
+
+SCALE = _f32(1 / 25.5)
+STAGE = InputStage.standardize(
+    mean=[104.47, -0.00123, 3.2e6, -7.5e20, 1e-30],      # magnitudes far apart
+    std=[38.49, 0.000417, 1.1e6, 3e19, 1e-28], scale=SCALE, zero_point=-5)
+ECHO = FakeModel(n_in=5, n_out=5, step=0, input_scale_bits=f32_bits(SCALE), input_zero_point=-5,
+                 mean_bits=tuple(f32_bits(v) for v in STAGE.mean),
+                 div_bits=tuple(f32_bits(v) for v in STAGE.div), fail_input=-77)
+
+
+def _ulps(x: float, k: int) -> list[float]:
+    """x and its float32 neighbours up to k ulps away (finite ones)."""
+    bits = f32_bits(x)
+    out = []
+    for d in range(-k, k + 1):
+        b = bits + d if x >= 0 else bits - d
+        if 0 <= b < 0x7F800000 or 0x80000000 <= b < 0xFF800000:
+            out.append(_bits_to_f(b))
+    return out
+
+
+def _exact_digits(x: float, digits: int) -> str:
+    """x written with `digits` significant digits, truncated (long, but the float32 of x)."""
+    if x == 0:
+        return "0"
+    v = abs(Fraction(x))
+    e = 0
+    while v >= 10:
+        v /= 10
+        e += 1
+    while v < 1:
+        v *= 10
+        e -= 1
+    s = str(int(v * 10 ** (digits - 1)))
+    return f"{'-' if x < 0 else ''}{s[0]}.{s[1:]}e{e}"
+
+
+def _forms(x: float) -> list[str]:
+    f = np.float32(x)
+    return sorted({np.format_float_positional(f, unique=True, trim="-"),
+                   np.format_float_scientific(f, unique=True, trim="-"), f"{x:.9g}"}, key=len)
+
+
+def _feature_values(k: int) -> tuple[list[str], int]:
+    """Decimal tokens for feature k: the grid's .5 ties and their neighbours, the ends of
+    the int8 range, far outside it, zeros, tiny values, long decimals; and how many of the
+    candidates land exactly on a tie (fl32(fl32(x - mean) / div) == n + 0.5)."""
+    mean, div = np.float32(STAGE.mean[k]), np.float32(STAGE.div[k])
+    xs, exact_ties = [], 0
+    with np.errstate(over="ignore"):
+        for n in range(-135, 135):
+            d = np.float32((n + 0.5) * float(div))
+            for x in _ulps(_f32(mean + d), 3):
+                t = np.float32(np.float32(np.float32(x) - mean) / div)
+                if float(t) == n + 0.5:
+                    exact_ties += 1
+                xs.append(x)
+    for n in (0, 1, -1, 127, 128, 129, 130, -127, -128, -129, -130, 3 * 25.5, -3 * 25.5, 1e3, -1e6):
+        xs += _ulps(_f32(float(mean) + n * float(div)), 1)  # the range's ends (and +-3 std)
+    tokens = [t for x in xs for t in _forms(x)[:2]]
+    tokens += ["1e30", "-1e30", "3.4e38", "-3.4e38", "3.4028235e38", "-3.4028235e38", "1e-30",
+               "-1e-30", "0", "-0", "0.0", "-0e5", "+0", "1e-38", "1.1754942e-38", "1.17549435e-38",
+               "-1.17549435e-38", "1e-45", "-1e-40", "7e-31", "-7e-31"]
+    for x in (float(mean), float(mean) + 0.5 * float(div), float(mean) - 127.5 * float(div)):
+        tokens.append(_exact_digits(_f32(x), 25))               # 25 significant digits
+        tokens.append(_exact_digits(_f32(x), 21) + "00000000001")  # a sticky 21st digit
+    return tokens, exact_ties
+
+
+def _rows() -> tuple[list[list[str]], int]:
+    """Rows of 5 tokens: each feature's edge values with short fillers elsewhere, plus
+    random mixed rows; and the number of exact ties reached."""
+    rng = random.Random(5)
+    rows, ties = [], 0
+    per_feature = []
+    for k in range(ECHO.n_in):
+        tokens, exact = _feature_values(k)
+        per_feature.append(tokens)
+        ties += exact
+        for t in tokens:
+            row = ["0"] * ECHO.n_in
+            row[k] = t
+            rows.append(row)
+    for _ in range(600):
+        rows.append([rng.choice([t for t in per_feature[k] if len(t) <= 12])
+                     for k in range(ECHO.n_in)])
+    return rows, ties
+
+
+def _expect(row: list[str]) -> list[int] | None:
+    """The reference int8 row for a row of tokens (None: a token the board refuses)."""
+    xs = []
+    for tok in row:
+        code, v = ref.parse_decimal(tok.encode())  # exact decimal -> float32, from the spec model
+        if code:
+            return None
+        xs.append(v)
+    return [int(q) for q in STAGE.quantize(xs)[0]]
+
+
+def _check_answers(rows, answers) -> int:
+    """Compare 'p' answers with the reference; returns how many rows were checked."""
+    checked = 0
+    for i, (row, got) in enumerate(zip(rows, answers)):
+        want = _expect(row)
+        if want is None:
+            assert got == f"@{i + 1} err 5 out of range", (row, got)
+            continue
+        if want[0] == ECHO.fail_input:
+            assert got == f"@{i + 1} err 8 model failed", (row, got)
+            continue
+        fields = got.split()
+        assert fields[:2] == [f"@{i + 1}", "ok"], (row, got)
+        assert [int(v) for v in fields[2:2 + ECHO.n_out]] == want, (row, got, want)
+        checked += 1
+    return checked
+
+
+@pytest.fixture(scope="module")
+def echo_exe(tmp_path_factory):
+    return board.build(ECHO, tmp_path_factory.mktemp("prestage") / "board_echo")
+
+
+def test_stage_model_is_what_the_test_means():
+    """The constants really are far apart, and the echo model hands back its int8 input."""
+    assert abs(max(STAGE.mean, key=abs) / min(STAGE.mean, key=abs)) > 1e40
+    assert ECHO.invoke([1, -2, 3, 127, -128]) == [1, -2, 3, 127, -128]
+
+
+def test_prestage_through_the_protocol_on_host(echo_exe):
+    """'p' requests: every feature's int8 == InputStage.quantize, on a host build."""
+    rows, ties = _rows()
+    assert ties >= 100  # the tie construction really lands on n + 0.5 often
+    lines = [f"!{i + 1} p {' '.join(row)}" for i, row in enumerate(rows)]
+    assert max(len(line) for line in lines) <= 79
+    out = board.run_stdio(echo_exe, ("\n".join(lines) + "\n").encode()).decode().split("\r\n")
+    assert out[0] == ECHO.banner()
+    checked = _check_answers(rows, out[1:1 + len(rows)])
+    assert checked > 0.9 * len(rows)
+
+
+def test_human_lines_use_the_prestage(echo_exe):
+    """Human lines (any separators, several rows) go through the same pre-stage."""
+    rng = random.Random(9)
+    rows, _ = _rows()
+    lines = []
+    for _ in range(300):
+        k = rng.choice([1, 1, 2, 3])
+        toks = [t for r in rng.sample(rows, k) for t in r]
+        line = rng.choice([" ", ", ", "\t"]).join(toks)
+        if len(line) <= 79:
+            lines.append(line.encode())
+    data = b"\r\n".join(lines) + b"\r\n"
+    got = [ref.normalize(x) for x in board.run_stdio(echo_exe, data).decode()[:-2].split("\r\n")]
+    want = ref.board_output(data, ECHO)  # the spec model quantizes with InputStage.quantize
+    assert got == [ref.normalize(w) for w in want]
+    assert sum("->" in g for g in got) > 200
+
+
+def test_info_reports_the_stage_exactly(echo_exe):
+    """'!1 i' carries imean/idiv (float32 bits, hex); Link parses them into BoardInfo."""
+    from ipytinyml.link import Link
+
+    out = board.run_stdio(echo_exe, b"!1 i\n").decode().split("\r\n")
+    fields = dict(f.split("=", 1) for f in out[1].split() if "=" in f)
+    assert fields["imean"] == ",".join(f"0x{f32_bits(v):08x}" for v in STAGE.mean)
+    assert fields["idiv"] == ",".join(f"0x{f32_bits(v):08x}" for v in STAGE.div)
+    assert fields["iscale"] == f"0x{f32_bits(SCALE):08x}" and fields["izp"] == "-5"
+    with board.PtyBoard(echo_exe) as b, Link(b.path, timeout=5) as lk:
+        info = lk.last_info
+        assert info.input_mean == STAGE.mean and info.input_div == STAGE.div
+        assert (info.n_in, info.input_zero_point, info.input_scale) == (5, -5, SCALE)
+        # Link's numpy-free host twin of the stage agrees with the reference and the board
+        rows = [[float(np.float32(x)) for x in r] for r in
+                np.random.default_rng(3).normal(STAGE.mean, np.array(STAGE.div) * 60, (40, 5))]
+        host = [[info.quantize_input(x, k) for k, x in enumerate(r)] for r in rows]
+        assert host == STAGE.quantize(rows).tolist()
+        board_q = [row for row in lk.predict(rows).raw]
+        assert board_q == [h for h in host]
+
+
+# ------------------------------------------------------ the virtual Uno
+
+needs_avr = pytest.mark.skipif(not avr_uno.available(), reason="needs avr-gcc and arduino-core-avr")
+
+
+def _uno_sketch(folder: Path, model: FakeModel) -> Path:
+    """The native sketch template + protocol + the fake model configured for `model`."""
+    import jinja2
+
+    folder.mkdir(parents=True)
+    for f in ("tinyml_protocol.h", "tinyml_protocol.cpp", "tinyml_port.h"):
+        shutil.copy(COMMON / f, folder)
+    shutil.copy(FAKE / "tinyml_model.cpp", folder)
+    (folder / "tinyml_model.h").write_text(model.header() + (FAKE / "tinyml_model.h").read_text())
+    template = (ROOT / "firmware_templates" / "native" / "sketch.ino.j2").read_text()
+    (folder / f"{folder.name}.ino").write_text(jinja2.Environment(undefined=jinja2.StrictUndefined)
+                                               .from_string(template)
+                                               .render(board_name="uno", sketch_name=folder.name,
+                                                       model_hash=model.model_hash))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sim_harness(tmp_path_factory):
+    from ipytinyml.toolchain.sim import harness_path, missing_sim_packages
+
+    if missing_sim_packages() or not avr_uno.available():
+        pytest.skip(f"needs simavr and avr-gcc: {missing_sim_packages()}")
+    return harness_path(cache=tmp_path_factory.mktemp("harness"))
+
+
+def _serve(elf: Path, harness: Path, lines: list[bytes]) -> list[str]:
+    """Send lines one at a time (an Uno's RX buffer is 64 bytes) to the ELF on the
+    virtual Uno; return the banner and one answer per line."""
+    import serial
+
+    from ipytinyml.toolchain.sim import VirtualBoard
+
+    with VirtualBoard(elf, harness=harness, speed=0) as vb, \
+            serial.Serial(vb.port, 115200, timeout=10) as ser:
+        got = [ser.readline().decode("ascii").rstrip("\r\n")]
+        for line in lines:
+            ser.write(line + b"\n")
+            got.append(ser.readline().decode("ascii").rstrip("\r\n"))
+    return got
+
+
+@needs_avr
+def test_prestage_on_the_virtual_uno(tmp_path, sim_harness):
+    """The same rows on the Uno build (avr-gcc, 16-bit int, -Wall -Wextra warning-free)
+    in simavr: every feature's int8 == InputStage.quantize."""
+    sketch = _uno_sketch(tmp_path / "tinyml_stage", ECHO)
+    core = avr_uno.build_core(tmp_path / "core")
+    elf, warnings = avr_uno.build_sketch(sketch, tmp_path / "build", core)
+    assert warnings.strip() == "", warnings
+    rows, _ = _rows()
+    rng = random.Random(1)
+    # every edge row, and a sample of the tie rows (simavr runs ~2 ms of AVR time per row)
+    picked = [r for r in rows if not all(t == "0" for t in r)]
+    picked = [r for r in picked if any(len(t) > 12 or "e3" in t for t in r)] + rng.sample(picked, 1500)
+    lines = [f"!{i + 1} p {' '.join(row)}".encode() for i, row in enumerate(picked)]
+    lines.append(b"!9999 i")
+    got = _serve(elf, sim_harness, lines)
+    assert got[0] == ECHO.banner().replace("board=host", "board=uno")
+    assert _check_answers(picked, got[1:-1]) > 0.9 * len(picked)
+    info = got[-1]
+    assert f"imean={','.join(f'0x{f32_bits(v):08x}' for v in STAGE.mean)} " in info + " "
+    assert info.endswith(f"idiv={','.join(f'0x{f32_bits(v):08x}' for v in STAGE.div)}")
