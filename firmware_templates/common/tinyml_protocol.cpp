@@ -155,14 +155,19 @@ static void put_hex(uint32_t v)
     }
 }
 
-/* a column of the pre-stage table (0: means, 1: divisors), in hex,
- * separated by commas */
-static void put_stage(uint8_t column)
+/* The pre-stage table as two info fields: " imean=<hex>,<hex>,..." (column 0)
+ * and " idiv=..." (column 1); the keys sit 8 bytes apart in stage_keys. */
+static const char stage_keys[] TINYML_PROGMEM = " imean=\0 idiv=";
+
+static void put_stage(void)
 {
-    for (uint8_t k = 0; k < N_IN; k++) {
-        if (k)
-            put_c(',');
-        put_hex(TINYML_FLASH_U32(&input_stage[k][column]));
+    for (uint8_t col = 0; col < 2; col++) {
+        put_flash(stage_keys + 8 * col);
+        for (uint8_t k = 0; k < N_IN; k++) {
+            if (k)
+                put_c(',');
+            put_hex(TINYML_FLASH_U32(&input_stage[k][col]));
+        }
     }
 }
 
@@ -388,24 +393,27 @@ static int16_t big_round(void)
 /* f_* = fl32(f_* - m), m given by its float32 bits (finite): one IEEE
  * float32 subtraction, rounded to nearest, ties to even, with integers only.
  *
- * x - m = x + (-m). Both mantissas get 5 bits below them (so they are below
- * 2^29), the operand with the larger exponent goes first (a), and b is
- * shifted right to a's exponent keeping every bit shifted out in bit 0 (a
- * sticky bit). The two are added in two's complement; a negative sum is
- * negated and takes b's sign. small_round() then normalizes and rounds the
- * sum r exactly as an integer: an alignment of 0 or 1 bit loses nothing; a
- * longer one leaves r odd, the true sum strictly between r - 1 and r + 1,
- * and r of at least 28 bits, so every rounding boundary (a multiple of 2^3
- * or more) lies outside that interval and r rounds as the true sum does.
- * Results below 2^-126 flush to zero as parsed values do (a difference that
- * small quantizes to the zero point for any divisor >= 2^-100); beyond
- * float32 range f_exp exceeds 127, which quantize() saturates as IEEE's
- * infinity would. */
+ * Both mantissas get 5 bits below them (so they are below 2^29) and the one
+ * with the smaller exponent is shifted right to the other's, every bit
+ * shifted out kept in bit 0 (a sticky bit). x - m = x + (-m): the magnitudes
+ * are added when the signs of x and m differ, else |m| is subtracted in two's
+ * complement and a negative result flips the sign. The sum r (< 2^30) is
+ * normalized to bit 29 and round_mantissa() rounds it as an integer, ties to
+ * even. That is the rounding of the exact difference: an alignment of 0 or
+ * 1 bit loses nothing; a longer one leaves r odd with the exact sum strictly
+ * between r - 1 and r + 1, and r has at least 28 bits, so every rounding
+ * boundary (a multiple of 2^3 or more) lies outside that interval.
+ * Results below 2^-126 flush to zero, as parsed values do (a difference that
+ * small quantizes to the zero point for any divisor >= 2^-100; the
+ * normalization stops there, so an exact 0 ends too); beyond float32 range
+ * f_exp is 128, which quantize() saturates as IEEE's infinity would.
+ * Exponents fit int8 (-126..127). The alignment takes one step per bit of
+ * exponent difference: few for values near the mean, up to ~250 (about 3000
+ * AVR cycles) for absurd ones such as 3e38 against a mean of 1. */
 static void sub_f32(uint32_t m)
 {
-    uint32_t a = f_mant << 5, b = m & 0x7fffffUL, t;
-    int8_t ea = (int8_t)f_exp, eb = (int8_t)(F32_BIASED(m) - 127), e;
-    uint8_t na = f_neg, nb = ((uint8_t)(m >> 24) & 0x80) ? 0 : 1, d;
+    uint32_t a = f_mant << 5, b = m & 0x7fffffUL;
+    int8_t ea = (int8_t)f_exp, eb = (int8_t)(F32_BIASED(m) - 127);
 
     if (eb != -127)
         b |= 0x800000UL;            /* the hidden bit of a normal m */
@@ -414,37 +422,31 @@ static void sub_f32(uint32_t m)
     if (!b)
         return;                     /* x - 0 = x: the identity stage costs nothing */
     b <<= 5;
-    if (!a || ea < eb) {
-        t = a;
-        a = b;
-        b = t;
-        e = ea;
-        ea = eb;
-        eb = e;
-        d = na;
-        na = nb;
-        nb = d;
+    if (!a)
+        ea = eb;                    /* x = 0: nothing to align */
+    for (; ea < eb; ea++) {
+        if (a & 1)
+            a = (a >> 1) | 1;
+        else
+            a >>= 1;
     }
-    d = (uint8_t)(ea - eb);
-    if (d > 31)
-        d = 31;                     /* 31 shifts leave any b below 2^29 sticky only */
-    for (; d; d--) {
+    for (; eb < ea; eb++) {
         if (b & 1)
             b = (b >> 1) | 1;
         else
             b >>= 1;
     }
-    if (na != nb)
-        b = 0 - b;
+    if (f_neg == (uint8_t)(m >> 31))
+        b = 0 - b;                  /* same signs: |x| - |m| */
     a += b;
     if (a >> 31) {
         a = 0 - a;
-        na = nb;
+        f_neg ^= 1;
     }
-    f_neg = na;
-    f_mant = 0;                     /* x == m: 0, the zero point */
-    if (a)
-        f_exp = small_round(a, 1, (int16_t)(ea - 28));
+    int16_t e = (int16_t)(ea + 1);
+    for (; !(a & 0x20000000UL) && e > -127; e--)
+        a <<= 1;
+    f_exp = round_mantissa(a >> 5, (uint8_t)(a & 31), e);
 }
 
 /* TFLite QUANTIZE of the float32 f_* with the divisor div (float32 bits; the
@@ -608,8 +610,9 @@ static uint8_t parse_value(char cmd, int8_t *q)
 }
 
 /* The value token at cur as the int8 the model gets; k: its feature (its
- * position in the row), which picks the pre-stage's mean and divisor. */
-static uint8_t value(char cmd, int8_t *q, uint8_t k)
+ * position in the row), which picks the pre-stage's mean and divisor. Not
+ * inlined: the two passes of run_values() share one copy (saves flash). */
+__attribute__((noinline)) static uint8_t value(char cmd, int8_t *q, uint8_t k)
 {
     uint8_t rc = parse_value(cmd, q);
     if (!rc && cmd != 'r') {
@@ -737,10 +740,7 @@ static void answer_info(void)
     put_u(tinyml_port_free_ram());
     PUT(" max=");
     put_u(MAX_VALUES);
-    PUT(" imean=");
-    put_stage(0);
-    PUT(" idiv=");
-    put_stage(1);
+    put_stage();
     put_eol();
 }
 
