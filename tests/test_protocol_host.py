@@ -436,7 +436,9 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(uno):
               "protocol_flash": flash - bare_flash, "protocol_ram": ram - bare_ram}
     print("uno footprint:", json.dumps(report))
     assert ram - bare_ram <= 200
-    assert flash - bare_flash <= 4096  # regression guard; the goal is 3 KB with the model
+    # regression guard; the goal is 3 KB with the model. 4096 before the input pre-stage
+    # (per-feature x - mean and divisor, exact float32), which adds 466 bytes here.
+    assert flash - bare_flash <= 4096 + 470
 
 
 @needs_avr

@@ -404,16 +404,16 @@ static int16_t big_round(void)
  * between r - 1 and r + 1, and r has at least 28 bits, so every rounding
  * boundary (a multiple of 2^3 or more) lies outside that interval.
  * Results below 2^-126 flush to zero, as parsed values do (a difference that
- * small quantizes to the zero point for any divisor >= 2^-100; the
- * normalization stops there, so an exact 0 ends too); beyond float32 range
- * f_exp is 128, which quantize() saturates as IEEE's infinity would.
- * Exponents fit int8 (-126..127). The alignment takes one step per bit of
- * exponent difference: few for values near the mean, up to ~250 (about 3000
- * AVR cycles) for absurd ones such as 3e38 against a mean of 1. */
+ * small quantizes to the zero point for any divisor >= 2^-100); beyond
+ * float32 range f_exp is 128, which quantize() saturates as IEEE's infinity
+ * would. Exponents fit int8 (-126..127). On an Uno this takes about 300-350
+ * cycles for values near the mean and at most about 1000 for absurd ones
+ * (3e38 against a mean of 1: the alignment stops once only the sticky bit
+ * is left); benchmarks/bench_prestage_cycles.py measures it. */
 static void sub_f32(uint32_t m)
 {
     uint32_t a = f_mant << 5, b = m & 0x7fffffUL;
-    int8_t ea = (int8_t)f_exp, eb = (int8_t)(F32_BIASED(m) - 127);
+    int8_t ea = (int8_t)f_exp, e_a = ea, eb = (int8_t)(F32_BIASED(m) - 127);
 
     if (eb != -127)
         b |= 0x800000UL;            /* the hidden bit of a normal m */
@@ -422,15 +422,16 @@ static void sub_f32(uint32_t m)
     if (!b)
         return;                     /* x - 0 = x: the identity stage costs nothing */
     b <<= 5;
-    if (!a)
-        ea = eb;                    /* x = 0: nothing to align */
-    for (; ea < eb; ea++) {
+    if (!a || eb > ea)
+        ea = eb;                    /* the result's exponent (x = 0: m's) */
+    /* once 0 or 1 (sticky only), an operand stays so: stop shifting */
+    for (; e_a < ea && a > 1; e_a++) {
         if (a & 1)
             a = (a >> 1) | 1;
         else
             a >>= 1;
     }
-    for (; eb < ea; eb++) {
+    for (; eb < ea && b > 1; eb++) {
         if (b & 1)
             b = (b >> 1) | 1;
         else
@@ -444,7 +445,7 @@ static void sub_f32(uint32_t m)
         f_neg ^= 1;
     }
     int16_t e = (int16_t)(ea + 1);
-    for (; !(a & 0x20000000UL) && e > -127; e--)
+    for (; a && !(a & 0x20000000UL); e--)
         a <<= 1;
     f_exp = round_mantissa(a >> 5, (uint8_t)(a & 31), e);
 }
