@@ -184,11 +184,11 @@ def _forms(x: float) -> list[str]:
                    np.format_float_scientific(f, unique=True, trim="-"), f"{x:.9g}"}, key=len)
 
 
-def _feature_values(k: int) -> tuple[list[str], int]:
+def _feature_values(k: int, stage: InputStage = STAGE) -> tuple[list[str], int]:
     """Decimal tokens for feature k: the grid's .5 ties and their neighbours, the ends of
     the int8 range, far outside it, zeros, tiny values, long decimals; and how many of the
     candidates land exactly on a tie (fl32(fl32(x - mean) / div) == n + 0.5)."""
-    mean, div = np.float32(STAGE.mean[k]), np.float32(STAGE.div[k])
+    mean, div = np.float32(stage.mean[k]), np.float32(stage.div[k])
     xs, exact_ties = [], 0
     with np.errstate(over="ignore"):
         for n in range(-135, 135):
@@ -210,27 +210,27 @@ def _feature_values(k: int) -> tuple[list[str], int]:
     return tokens, exact_ties
 
 
-def _rows() -> tuple[list[list[str]], int]:
-    """Rows of 5 tokens: each feature's edge values with short fillers elsewhere, plus
+def _rows(stage: InputStage = STAGE) -> tuple[list[list[str]], int]:
+    """Rows of tokens: each feature's edge values with short fillers elsewhere, plus
     random mixed rows; and the number of exact ties reached."""
     rng = random.Random(5)
     rows, ties = [], 0
     per_feature = []
-    for k in range(ECHO.n_in):
-        tokens, exact = _feature_values(k)
+    n = stage.n_inputs
+    for k in range(n):
+        tokens, exact = _feature_values(k, stage)
         per_feature.append(tokens)
         ties += exact
         for t in tokens:
-            row = ["0"] * ECHO.n_in
+            row = ["0"] * n
             row[k] = t
             rows.append(row)
     for _ in range(600):
-        rows.append([rng.choice([t for t in per_feature[k] if len(t) <= 12])
-                     for k in range(ECHO.n_in)])
+        rows.append([rng.choice([t for t in per_feature[k] if len(t) <= 12]) for k in range(n)])
     return rows, ties
 
 
-def _expect(row: list[str]) -> list[int] | None:
+def _expect(row: list[str], stage: InputStage = STAGE) -> list[int] | None:
     """The reference int8 row for a row of tokens (None: a token the board refuses)."""
     xs = []
     for tok in row:
@@ -238,11 +238,12 @@ def _expect(row: list[str]) -> list[int] | None:
         if code:
             return None
         xs.append(v)
-    return [int(q) for q in STAGE.quantize(xs)[0]]
+    return [int(q) for q in stage.quantize(xs)[0]]
 
 
 def _check_answers(rows, answers) -> int:
     """Compare 'p' answers with the reference; returns how many rows were checked."""
+    assert len(answers) == len(rows)
     checked = 0
     for i, (row, got) in enumerate(zip(rows, answers)):
         want = _expect(row)
@@ -390,3 +391,90 @@ def test_prestage_on_the_virtual_uno(tmp_path, sim_harness):
     info = got[-1]
     assert f"imean={','.join(f'0x{f32_bits(v):08x}' for v in STAGE.mean)} " in info + " "
     assert info.endswith(f"idiv={','.join(f'0x{f32_bits(v):08x}' for v in STAGE.div)}")
+
+
+# ------------------------------------------- a generated sketch with a stage
+
+def _generated(tmp: Path):
+    """A generated native sketch (3-input synthetic plan) with a standardizing stage."""
+    from test_codegen_native import SYNTHETIC, synthetic_plan
+
+    from ipytinyml.codegen.sketch import render_native_sketch
+
+    plan = synthetic_plan(**SYNTHETIC["3-8-4 per-channel zero points"])
+    stage = InputStage.standardize([104.47, -3.2e-3, 5e5], [38.49, 1e-3, 2e4],
+                                   plan.input.scale, plan.input.zero_point)
+    sketch = render_native_sketch(plan, tmp, sketch_name="tinyml_gen", board_name="uno",
+                                  model_hash="0123456789ab", input_label="x", output_label="y",
+                                  stage=stage)
+    return plan, stage, sketch
+
+
+def _generated_rows(stage: InputStage, limit: int | None = None) -> list[list[str]]:
+    rows, _ = _rows(stage)
+    rows = [r for r in rows if _expect(r, stage) is not None]
+    return rows if limit is None else random.Random(4).sample(rows, limit)
+
+
+def _check_generated(plan, stage, rows, answers) -> None:
+    from ipytinyml.quant import evaluate_plan
+
+    assert len(answers) == len(rows)
+    q = stage.quantize([[ref.parse_decimal(t.encode())[1] for t in r] for r in rows])
+    want = evaluate_plan(plan, q).tolist()  # the int8 chain's numpy reference
+    for i, (row, got, w) in enumerate(zip(rows, answers, want)):
+        fields = got.split()
+        assert fields[:2] == [f"@{i + 1}", "ok"], (row, got)
+        assert [int(v) for v in fields[2:2 + plan.n_outputs]] == w, (row, got, w)
+
+
+def test_generated_native_sketch_carries_the_stage(tmp_path):
+    """render_native_sketch(stage=...) writes the exact bits; stage=None is the identity;
+    a stage that does not fit the plan is refused (one line) and nothing is written."""
+    from ipytinyml.codegen.sketch import render_native_sketch
+    from ipytinyml.errors import ConvertError
+
+    plan, stage, sketch = _generated(tmp_path / "a")
+    header = (sketch / "tinyml_model.h").read_text()
+    rows = [tuple(int(b, 16) for b in pair)
+            for pair in __import__("re").findall(r"\{(0x[0-9a-f]{8})UL, (0x[0-9a-f]{8})UL\}", header)]
+    assert rows == [(f32_bits(m), f32_bits(d)) for m, d in zip(stage.mean, stage.div)]
+    kw = dict(sketch_name="s", board_name="uno", model_hash="ab", input_label="x", output_label="y")
+    ident = render_native_sketch(plan, tmp_path / "b", **kw)
+    assert f"{{0x00000000UL, 0x{f32_bits(plan.input.scale):08x}UL}}" in (ident / "tinyml_model.h").read_text()
+    for wrong in (InputStage.identity(plan.input.scale, plan.input.zero_point, 2),
+                  InputStage.identity(plan.input.scale, plan.input.zero_point + 1, 3), "stage"):
+        with pytest.raises(ConvertError) as info:
+            render_native_sketch(plan, tmp_path / "c", stage=wrong, **kw)
+        assert "pre-stage" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "c").exists()
+
+
+def test_generated_native_sketch_on_host(tmp_path):
+    """The generated sketch's files with the protocol and host_board.cpp (g++ -Wall -Wextra
+    -Werror): 'p' answers == evaluate_plan(InputStage.quantize(x)) for edge rows."""
+    plan, stage, sketch = _generated(tmp_path)
+    exe = tmp_path / "host_gen"
+    cmd = ["g++", "-std=c++11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{sketch}", f"-I{COMMON}",
+           str(sketch / "tinyml_protocol.cpp"), str(sketch / "tinyml_model.cpp"),
+           str(COMMON / "host_port.cpp"), str(FAKE / "host_board.cpp"), "-o", str(exe)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = _generated_rows(stage)
+    lines = [f"!{i + 1} p {' '.join(row)}" for i, row in enumerate(rows)]
+    out = board.run_stdio(exe, ("\n".join(lines) + "\n").encode()).decode().split("\r\n")
+    _check_generated(plan, stage, rows, out[1:1 + len(rows)])
+
+
+@needs_avr
+def test_generated_native_sketch_on_the_virtual_uno(tmp_path, sim_harness):
+    """The same generated sketch for the Uno (warning-free) in simavr."""
+    plan, stage, sketch = _generated(tmp_path / "fw")
+    core = avr_uno.build_core(tmp_path / "core")
+    elf, warnings = avr_uno.build_sketch(sketch, tmp_path / "build", core)
+    assert warnings.strip() == "", warnings
+    rows = _generated_rows(stage, limit=600)
+    got = _serve(elf, sim_harness, [f"!{i + 1} p {' '.join(r)}".encode() for i, r in enumerate(rows)])
+    assert got[0].startswith("#tinyml ready proto=1 runtime=native board=uno")
+    _check_generated(plan, stage, rows, got[1:])
+    assert len(rows) == 600
