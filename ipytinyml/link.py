@@ -40,8 +40,9 @@ LINE_MAX = 79            # characters per request line, without the '\n'
 RX_WINDOW = 63           # an Uno's Serial RX ring buffer holds 63 bytes
 SEND_LIMIT = RX_WINDOW   # request lines up to this long (with '\n') pipeline
 PROBE_ID = 0             # id of the info request sent when no banner comes
-MAX_LINE_BYTES = 16384   # longer without a newline: garbage (an info answer carries
-                         # 22 characters per input for the pre-stage: 700 inputs fit)
+MAX_LINE_BYTES = 1024    # longer without a newline: garbage, unless it is an answer:
+MAX_ANSWER_BYTES = 16384 # an info answer carries 22 characters per input for the
+                         # pre-stage (imean/idiv): 700 inputs fit
 GARBAGE_LINES = 3        # more non-text lines than this in one wait: garbage
 READ_SLICE = 0.05        # seconds per blocking read; deadlines are checked between
 
@@ -535,7 +536,7 @@ class Link:
                 raw = bytes(self._rx[:nl])
                 del self._rx[:nl + 1]
                 return raw[:-1] if raw.endswith(b"\r") else raw
-            if len(self._rx) > MAX_LINE_BYTES:
+            if len(self._rx) > (MAX_ANSWER_BYTES if self._rx[:1] == b"@" else MAX_LINE_BYTES):
                 sample = bytes(self._rx[:40])
                 self._rx.clear()
                 raise LinkError(f"garbage from {self.port} ({sample!r}...): is it an ipytinyml "
