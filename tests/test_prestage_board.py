@@ -478,3 +478,21 @@ def test_generated_native_sketch_on_the_virtual_uno(tmp_path, sim_harness):
     assert got[0].startswith("#tinyml ready proto=1 runtime=native board=uno")
     _check_generated(plan, stage, rows, got[1:])
     assert len(rows) == 600
+
+
+def test_a_stage_the_plan_carries_is_used():
+    """A plan that carries its stage (``plan.stage``) needs no stage= argument; a different
+    explicit one is refused."""
+    from types import SimpleNamespace
+
+    from ipytinyml.codegen import input_stage_for
+    from ipytinyml.errors import ConvertError
+
+    quant = SimpleNamespace(scale=_f32(0.02), zero_point=-3)
+    own = InputStage.standardize([1.5, -2.0], [0.5, 3.0], quant.scale, -3)
+    plan = SimpleNamespace(input=quant, n_inputs=2, stage=own)
+    assert input_stage_for(plan) is own and input_stage_for(plan, own) is own
+    with pytest.raises(ConvertError, match="differs"):
+        input_stage_for(plan, InputStage.identity(quant.scale, -3, 2))
+    bare = SimpleNamespace(input=quant, n_inputs=2)  # a plan from before plan.stage
+    assert input_stage_for(bare) == InputStage.identity(quant.scale, -3, 2)
