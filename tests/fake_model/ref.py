@@ -1,7 +1,8 @@
 """A Python model of the board side of docs/protocol.md, for the tests.
 
 Written from the spec, independently of the C code, with exact arithmetic
-(``fractions.Fraction``) for number parsing and numpy float32 for QUANTIZE, so
+(``fractions.Fraction``) for number parsing and numpy float32 for the input
+pre-stage (``ipytinyml.prestage.InputStage.quantize``, the reference), so
 comparing the board's bytes with :func:`board_output` checks the firmware
 line by line. Timing fields are replaced by ``*`` on both sides
 (:func:`normalize`).
