@@ -40,8 +40,12 @@ def test_all_256_raw_inputs_equal_tflite_micro(board, model):
 
 
 def test_float_predictions_equal_tflite_micro(board, model):
+    """Typed values through the board's pre-stage and graph == the pre-stage and tflite-micro."""
+    from ipytinyml.deploy import int8_model
+    from ipytinyml.reference import run_staged
     x = np.array([[46.0], [97.5], [130.0], [150.0], [230.0], [-3.0], [1e4]], dtype=np.float32)
-    expected = run_micro(tm.tflite_path("hp", model), x)
+    flatbuffer, _, stage = int8_model("hp", model)
+    expected = run_staged(flatbuffer, stage, x, runner=run_micro)
     np.testing.assert_array_equal(board.predict(x), expected)
 
 
@@ -57,12 +61,15 @@ def test_evaluate_writes_parity_and_latency(board, model):
 
 
 def test_info_reports_the_model_hash_and_quantization(board, model):
+    from ipytinyml.deploy import int8_model
+    from ipytinyml.prestage import model_hash
     info = board.info()
-    tflite = tm.tflite_path("hp", model)
-    plan = plan_from_model(read_tflite(tflite))
-    assert tflite.read_bytes() and info.model == read_tflite(tflite).model_hash
+    flatbuffer, _, stage = int8_model("hp", model)
+    plan = plan_from_model(read_tflite(flatbuffer))
+    assert info.model == model_hash(flatbuffer, stage) != read_tflite(flatbuffer).model_hash
     assert (info.n_in, info.n_out, info.board, info.runtime) == (1, 1, "uno", "native")
     assert np.float32(info.input_scale) == np.float32(plan.input.scale)
+    assert (info.input_mean, info.input_div) == (stage.mean, stage.div)
 
 
 def test_reflash_of_unchanged_model_uses_the_cached_build(model, board):
