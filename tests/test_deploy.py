@@ -22,9 +22,20 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def board(model):
-    with tm.flash(name="hp", root=model, board="sim") as b:
-        yield b
+def _boards():
+    held = []
+    yield held
+    for b in held:
+        b.close()
+
+
+@pytest.fixture
+def board(model, _boards):
+    """hp on the virtual Uno. Flashing the one virtual Uno again (as some tests do) disconnects
+    the earlier Board, so a closed one is replaced by a new flash (of the cached build)."""
+    if not _boards or _boards[-1].link.closed:
+        _boards.append(tm.flash(name="hp", root=model, board="sim"))
+    return _boards[-1]
 
 
 def test_all_256_raw_inputs_equal_tflite_micro(board, model):
@@ -98,8 +109,10 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
     compile -> release the old link -> upload -> find the port -> banner -> model hash.
 
     arduino-cli cannot be installed here: it is the stand-in in tests/fake_arduino_cli that
-    replays arduino-cli 1.5.1's JSON shapes. The "Uno" behind the port is real firmware: the
-    same Uno sketch running in simavr, its pty reached through a symlink named like a USB port.
+    replays arduino-cli 1.5.1's JSON shapes, and for arduino:avr boards really builds (Debian's
+    core) and really uploads with avrdude, as arduino-cli does. The "Uno" behind the port is a
+    second virtual Uno, empty, with the Uno's bootloader, its pty reached through a symlink
+    named like a USB port.
     """
     from pathlib import Path
 
@@ -108,12 +121,9 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
     fake = Path(__file__).resolve().parent / "fake_arduino_cli" / "arduino-cli"
     monkeypatch.setenv("IPYTINYML_ARDUINO_CLI", str(fake))
     monkeypatch.delenv("FAKE_ARDUINO_CLI", raising=False)
-    # The simulator keeps its own pty end open, which the busy-port check (tested in
-    # test_ports.py) would rightly report; a real board's port has no such holder.
-    from ipytinyml import ports
-    monkeypatch.setattr(ports, "ensure_free", lambda device: None)
-    elf = next((model / "hp" / "build" / "sim" / "cache").glob("*/firmware.elf"))
-    with VirtualBoard(elf) as uno:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_ARDUINO_CLI_LOG", str(log))
+    with VirtualBoard(bootloader=True) as uno:
         device = tmp_path / "ttyACM0"
         device.symlink_to(uno.port)
         notes = []
@@ -121,6 +131,10 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
             assert b.kind == "uno" and b.build["fqbn"] == "arduino:avr:uno"
             assert "upload" in notes and notes.index("compile") < notes.index("upload")
             assert b.predict_raw([-128, 0, 127]).shape == (3, 1)
+            assert b.info().model == read_tflite(tm.tflite_path("hp", model)).model_hash
+        # the stand-in was asked to upload, and the board got its sketch through its bootloader
+        assert any(json.loads(line)[0] == "upload" for line in log.read_text().splitlines())
+        assert uno.boots[:2] == ["open", "watchdog"] and not uno.empty
         generated = model / "hp" / "firmware" / "arduino_avr_uno" / "tinyml_hp"
         assert (generated / "tinyml_hp.ino").is_file() and (generated / "tinyml_model.h").is_file()
 
