@@ -123,7 +123,7 @@ def _tail(text: str) -> str:
 def _failure(log: str, port: str, what: str) -> ToolchainError:
     text = log.lower()
     if "not in sync" in text or "not responding" in text or "getsync" in text or "protocol error" in text:
-        err = ToolchainError(f"{what} failed: no answer from the bootloader on {port}",
+        err = ToolchainError(f"{what} failed: no bootloader answered on {port} (avrdude: not in sync)",
                              hint="is it an Uno (or another board with this FQBN) and the right "
                                   "port? Press its reset button just before uploading if it "
                                   "does not reset on its own")
