@@ -40,6 +40,7 @@ BENCHES = {
     "build": ("bench_build.py", []),
     "notebook": ("bench_notebook.py", []),
     "serial": ("bench_serial.py", []),
+    "upload": ("bench_upload.py", []),
 }
 
 
@@ -233,13 +234,28 @@ def rows_serial(e):
     return [("serial throughput", text, ">= 80 % of the 115200-baud wire bound", _met(d["met"]) + why)]
 
 
-ROWS = {"training": rows_training, "cycles": rows_cycles, "emlearn": rows_emlearn, "parity": rows_parity,
+def rows_upload(e):
+    d = e["data"]
+    s, met = d["summary"], d["met"]
+    text = (f"avrdude -> optiboot: {s['bytes']:,} B written + verified in {s['upload_s']:.2f} s (mean of "
+            f"{len(d['uploads'])} uploads to one running simulator, max {s['upload_s_max']:.2f} s); banners in "
+            f"2 s after each upload {s['banners']}; re-flash after retraining {s['reflash_s']:.2f} s to the "
+            f"first prediction (max {s['reflash_s_max']:.2f}; upload {s['reflash_upload_s']:.2f}, connect "
+            f"{s['reflash_connect_s']:.2f})")
+    verdict = (("real tools **met**" if met["no_reset_loop"] else "real tools **missed** (reset loop)")
+               + ", re-flash " + ("**met**" if met["reflash"] else
+                                  "minimum **met**, goal **missed**" if met["reflash_minimum"] else "**missed**"))
+    return [("virtual Uno upload", text, "uploads through its bootloader with the real avrdude; re-flash "
+             "after retraining <= 8 s (minimum < 10 s)", verdict)]
+
+
+ROWS = {"upload": rows_upload, "training": rows_training, "cycles": rows_cycles, "emlearn": rows_emlearn, "parity": rows_parity,
         "footprint": rows_footprint, "build": rows_build, "notebook": rows_notebook, "serial": rows_serial}
 
 FALLBACK_ROW = {"training": ["accuracy", "training speed"], "cycles": ["device cost"],
                 "emlearn": ["peer on the same chip"], "parity": ["parity"], "footprint": ["footprint"],
                 "build": ["virtual board build"], "notebook": ["notebook loop"],
-                "serial": ["serial throughput"]}
+                "serial": ["serial throughput"], "upload": ["virtual Uno upload"]}
 
 
 def _cell(text: str) -> str:
@@ -399,7 +415,7 @@ def write_markdown(results: dict, env: dict, path: Path, total_s: float, command
         f"tflite-micro {v.get('tflite-micro')}, {v.get('avr-gcc')}, Arduino AVR core {v.get('arduino core')}, "
         f"simavr {v.get('simavr')}, emlearn {v.get('emlearn')}",
         "- Load: the 1-minute load average before each benchmark is in the last column. Other sessions "
-        "share this machine; timing rows (training speed, build, notebook loop, serial) are slower under "
+        "share this machine; timing rows (training speed, build, notebook loop, serial, upload) are slower under "
         "load, cycle counts, bytes and parity are not.", "",
         "| row | measured | goal | verdict | command | load |", "|---|---|---|---|---|---|"]
     for row, measured, goal, verdict, cmd, load_before in rows:
