@@ -179,9 +179,9 @@ def test_uno_without_arduino_cli_is_flashed_with_avrdude(model, monkeypatch, tmp
             result = tm.evaluate_on_board(name="hp", root=model, board=b)
             assert result["parity"]["matched"] == result["parity"]["total"] == 78
             assert result["parity"]["raw_matched"] == result["parity"]["raw_total"] == 256
-        # the sketch keeps running: one banner in 2.5 s after the port is opened again
+        # the sketch keeps running: one banner in 3 s after the port is opened again
         with serial.Serial(uno.port, 115200, timeout=0.1) as ser:
-            got, end = b"", time.monotonic() + 2.5
+            got, end = b"", time.monotonic() + 3.0
             while time.monotonic() < end:
                 got += ser.read(4096)
         assert got.count(b"#tinyml") == 1, got
