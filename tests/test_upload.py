@@ -35,10 +35,15 @@ pytestmark = pytest.mark.skipif(bool(missing_packages() or missing_sim_packages(
 
 
 @pytest.fixture(scope="module")
-def hexes(tmp_path_factory):
+def builds(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("upload_builds")
-    return {name: build_sketch(SKETCHES / name, tmp / name, core_cache=tmp / "core").hex
+    return {name: build_sketch(SKETCHES / name, tmp / name, core_cache=tmp / "core")
             for name in ("echo", "watchdog")}
+
+
+@pytest.fixture(scope="module")
+def hexes(builds):
+    return {name: b.hex for name, b in builds.items()}
 
 
 @pytest.fixture
@@ -94,6 +99,21 @@ def test_an_empty_uno_waits_in_its_bootloader(uno):
         assert ser.read(100) == b""
     assert uno.empty and uno.alive  # no sketch to start: parked, not crashed
     assert uno.boots == ["open", "watchdog"]  # optiboot timed out and started the (empty) sketch
+
+
+def test_every_open_resets_into_the_bootloader_then_the_sketch(builds):
+    """A sketch already in flash (ELF preloaded): each open is a DTR reset, one banner each;
+    the reset button (the owner's "reset") does the same."""
+    with VirtualBoard(builds["echo"].elf, bootloader=True) as uno:
+        for _ in range(2):
+            assert _lines(uno.port, 3.0) == [b"#echo ready"]
+        with serial.Serial(uno.port, 115200, timeout=3) as ser:
+            assert ser.readline() == b"#echo ready\r\n"
+            uno.reset()
+            assert ser.readline() == b"#echo ready\r\n"
+            ser.write(b"still here\n")
+            assert ser.readline() == b"STILL HERE\r\n"
+        assert uno.boots == ["open", "watchdog"] * 3 + ["command", "watchdog"]
 
 
 # ------------------------------------------------------------------ uploads
