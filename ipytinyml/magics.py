@@ -164,7 +164,7 @@ class TinyMLMagics(Magics):
         return self._board
 
     def close_board(self) -> None:
-        """Close the connected board (a virtual board's simulator stops)."""
+        """Close the connected board's serial link (the virtual Uno itself keeps running, with its sketch)."""
         board, self._board, self._flashed = self._board, None, None
         if board is not None:
             from .widgets import board_lock
@@ -407,11 +407,11 @@ Examples
                    "elsewhere).")
     @_cleandoc
     def tinyml_flash(self, line):
-        """Generate, compile and upload (or start) the firmware for the int8 model.
+        """Generate, compile and upload the firmware for the int8 model.
 
         Renders the sketch from the int8 .tflite, builds it (an unchanged
-        model reuses the cached build), uploads it to the board or starts the
-        virtual Uno, and connects over serial. The board a previous
+        model reuses the cached build), uploads it to the board (the virtual
+        Uno too: through its bootloader, with avrdude), and connects over serial. The board a previous
         %tinyml_flash connected keeps working until the new one is ready (its
         port is released just before an upload), then it is closed; if
         flashing fails, it stays. Shows the stages as they run, then the
