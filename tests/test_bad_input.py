@@ -111,7 +111,7 @@ class Ctx:
         return magics_of(self.ip).current_board
 
     def fake_board(self, mode: str, **fields) -> None:
-        fake = FakeBoard(mode, info_fields(self.folder / "model_int8.tflite", **fields))
+        fake = FakeBoard(mode, info_fields(self.folder, **fields))
         self.cleanups.append(fake.close)
         use_stand_in_cli(self.monkeypatch)
         # a scripted sketch, no bootloader, is behind the port: the upload is replayed
