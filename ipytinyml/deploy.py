@@ -118,6 +118,13 @@ def int8_model(name: str, root):
     return flatbuffer, entry, stage
 
 
+def model_hash(name: str, root) -> str:
+    """The hash a board running the saved int8 model reports (graph and pre-stage)."""
+    from .prestage import model_hash as stage_hash
+    flatbuffer, _, stage = int8_model(name, root)
+    return stage_hash(flatbuffer, stage)
+
+
 def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "native",
              board_name: str = "uno") -> tuple[Path, object, str]:
     """Write the sketch for ``target``; returns (sketch folder, model plan with its pre-stage, model hash).
@@ -142,15 +149,15 @@ def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "nativ
         if problem:
             raise TinyMLError(f"model {name!r} does not fit: {problem}")
     feature, label = _labels(artifacts.read_report(folder))
-    model_hash = stage_hash(flatbuffer, stage)
-    options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=model_hash,
+    deployed = stage_hash(flatbuffer, stage)
+    options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=deployed,
                    input_label=feature, output_label=label, stage=stage)
     firmware = folder / "firmware" / target.replace(":", "_")
     if runtime == "tflm":
         sketch = render_tflm_sketch(flatbuffer, plan, firmware, **options)
     else:
         sketch = render_native_sketch(plan, firmware, **options)
-    return sketch, plan, model_hash
+    return sketch, plan, deployed
 
 
 def build(sketch: Path, build_root: Path, fqbn: str = SIM_FQBN):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import ipytinyml as tm
+from ipytinyml.deploy import model_hash as deployed_hash
 from ipytinyml.errors import LinkError, TinyMLError
 from ipytinyml.quant import evaluate_plan, plan_from_model
 from ipytinyml.reference import run_micro
@@ -99,7 +100,7 @@ def test_stale_model_on_the_board_is_detected(tmp_path):
     with tm.flash(name="s", root=tmp_path, board="sim") as b:
         tm.train(name="s", root=tmp_path, epochs=60)
         tm.quantize(name="s", root=tmp_path)
-        new_hash = read_tflite(tm.tflite_path("s", tmp_path)).model_hash
+        new_hash = deployed_hash("s", tmp_path)
         with pytest.raises(LinkError, match="flash"):
             b.link.check_model(new_hash)
 
@@ -138,7 +139,7 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
             assert b.kind == "uno" and b.build["fqbn"] == "arduino:avr:uno"
             assert "upload" in notes and notes.index("compile") < notes.index("upload")
             assert b.predict_raw([-128, 0, 127]).shape == (3, 1)
-            assert b.info().model == read_tflite(tm.tflite_path("hp", model)).model_hash
+            assert b.info().model == deployed_hash("hp", model)
         # the stand-in was asked to upload, and the board got its sketch through its bootloader
         assert any(json.loads(line)[0] == "upload" for line in log.read_text().splitlines())
         assert uno.boots[0] == "open" and uno.boots[-2:] == ["open", "watchdog"] and not uno.empty
@@ -175,7 +176,7 @@ def test_uno_without_arduino_cli_is_flashed_with_avrdude(model, monkeypatch, tmp
 
     monkeypatch.delenv("IPYTINYML_ARDUINO_CLI", raising=False)
     assert find_arduino_cli() is None
-    model_hash = read_tflite(tm.tflite_path("hp", model)).model_hash
+    model_hash = deployed_hash("hp", model)
     with VirtualBoard(bootloader=True) as uno:
         notes = []
         with tm.flash(name="hp", root=model, board="uno", port=uno.port, progress=notes.append) as b:
