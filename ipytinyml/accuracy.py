@@ -27,7 +27,8 @@ def likely_cause(*, features, stage, standardized: bool, plan, test_x) -> str:
     """One phrase for why int8 trails float32, from what can be seen without retraining."""
     if not standardized and len(features) > 1:
         return ("the model's raw features share one int8 input scale (ipytinyml standardizes the "
-                "input only when the model starts with a Dense, optionally after a Normalization)")
+                "input when the model starts with a Dense, optionally after a Normalization, "
+                "Rescaling or BatchNormalization)")
     clamped = stage.clamped(test_x)
     if clamped.mean() > CLAMPED_SHARE:
         worst = int(np.argmax(clamped.mean(axis=0)))

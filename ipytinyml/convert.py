@@ -107,7 +107,7 @@ def constant_features(train_x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class FirstDense:
     """Where a model's first Dense sits and what it sees: ``u = (x - offset) / divisor``, from a
-    leading Normalization or Rescaling (``preprocessing``), else ``x`` itself."""
+    leading Normalization, Rescaling or BatchNormalization (``preprocessing``), else ``x`` itself."""
 
     index: int  # of the Dense in model.layers
     offset: np.ndarray
@@ -117,7 +117,8 @@ class FirstDense:
 
 def first_dense(model, n_features: int) -> FirstDense | None:
     """The first Dense of a Sequential model whose first computing layer is a Dense (after one
-    optional Normalization or Rescaling and layers that do nothing at inference), else None."""
+    optional Normalization, Rescaling or BatchNormalization, and layers that do nothing at
+    inference), else None."""
     import keras
 
     layers = list(getattr(model, "layers", []))
@@ -125,7 +126,8 @@ def first_dense(model, n_features: int) -> FirstDense | None:
         return None
     offset, divisor, i = np.zeros(n_features), np.ones(n_features), 0
     first = layers[0]
-    preprocessing = isinstance(first, (keras.layers.Normalization, keras.layers.Rescaling))
+    preprocessing = isinstance(first, (keras.layers.Normalization, keras.layers.Rescaling,
+                                       keras.layers.BatchNormalization))
     if isinstance(first, keras.layers.Normalization):
         mean = np.asarray(first.mean, dtype=np.float64).reshape(-1)
         if first.invert or mean.size != n_features:
@@ -134,6 +136,18 @@ def first_dense(model, n_features: int) -> FirstDense | None:
         offset = mean
         divisor = np.maximum(np.sqrt(variance), keras.config.epsilon())  # what Normalization divides by
         i = 1
+    elif isinstance(first, keras.layers.BatchNormalization):
+        # at inference: gamma * (x - mean) / sqrt(var + eps) + beta == (x - a) / c
+        if first.axis not in (-1, 1):
+            return None
+        mean = np.asarray(first.moving_mean, dtype=np.float64).reshape(-1)
+        root = np.sqrt(np.asarray(first.moving_variance, dtype=np.float64).reshape(-1) + first.epsilon)
+        gamma = np.asarray(first.gamma, dtype=np.float64).reshape(-1) if first.scale else np.ones_like(mean)
+        beta = np.asarray(first.beta, dtype=np.float64).reshape(-1) if first.center else np.zeros_like(mean)
+        if mean.size != n_features or not np.all(gamma != 0):
+            return None
+        divisor = root / gamma
+        offset, i = mean - beta * divisor, 1
     elif isinstance(first, keras.layers.Rescaling):
         scale = np.broadcast_to(np.asarray(first.scale, dtype=np.float64), (n_features,))
         shift = np.broadcast_to(np.asarray(first.offset, dtype=np.float64), (n_features,))

@@ -126,6 +126,8 @@ def _user_models():
             L.Dropout(0.1), L.Dense(32, activation="relu"), L.Dense(1)), True),
         "BatchNormalization after the first Dense, raw inputs": (lambda x: _user_model(
             L.Dense(32), L.BatchNormalization(), L.ReLU(), L.Dense(1)), True),
+        "BatchNormalization first": (lambda x: _user_model(
+            L.BatchNormalization(), L.Dense(32, activation="relu"), L.Dense(1)), True),
         "Rescaling first": (lambda x: _user_model(
             L.Rescaling(1 / 1000, offset=-1.0), L.Dense(32, activation="relu"), L.Dense(1)), True),
         "Flatten first": (lambda x: _user_model(L.Flatten(), L.Dense(32, activation="relu"), L.Dense(1)),
@@ -167,16 +169,32 @@ def test_user_models_quantize_and_stay_accurate(tmp_path, kind):
 
 
 def test_model_that_cannot_be_standardized_is_flagged_not_silent(tmp_path):
-    """A model starting with BatchNormalization keeps raw inputs: quantize still works, and the
-    gate names the cause when int8 trails float32."""
+    """A model whose first layer is not one the pre-stage can stand in for (here an activation
+    on the raw features) keeps raw inputs: quantize works, and the gate says why int8 fails."""
     import keras
     L = keras.layers
-    model = _user_model(L.BatchNormalization(), L.Dense(32, activation="relu"), L.Dense(1))
-    tm.train(features=FOUR, label="mpg", name="bn", root=tmp_path, model=model, epochs=600)
-    entry = tm.quantize(root=tmp_path)["variants"]["int8"]
+    keras.utils.set_random_seed(0)
+    model = _user_model(L.Activation("relu"), L.Dense(32, activation="relu"), L.Dense(1))
+    tm.train(features=FOUR, label="mpg", name="raw", root=tmp_path, model=model, epochs=600)
+    report = tm.quantize(root=tmp_path)
+    entry = report["variants"]["int8"]
     assert entry["standardized"] is False
-    if not entry["gate"]["ok"]:
-        assert "raw features share one int8 input scale" in entry["gate"]["message"]
+    assert not entry["gate"]["ok"]
+    assert "likely cause: the model's raw features share one int8 input scale" in entry["gate"]["message"]
+    assert "RELU" in entry["runtimes"]["native"]  # a separate RELU op: the native runtime says so
+    from ipytinyml.views import QuantizeResult
+    shown = repr(QuantizeResult(report, ["float32", "int8"]))
+    assert "⚠ int8 test MAE" in shown and "native: " in shown
+
+
+def test_gate_bounds_and_basis():
+    from ipytinyml import accuracy
+    assert accuracy.tolerance(2.0, 0.01) == (pytest.approx(0.1), "5% of float32")
+    assert accuracy.tolerance(0.02, 0.03) == (pytest.approx(0.015), "half an int8 output step")
+    ok = accuracy.gate(2.0, 2.09, 0.01)
+    assert ok["ok"] and ok["message"] is None
+    bad = accuracy.gate(2.0, 2.2, 0.01, cause=lambda: "the output")
+    assert not bad["ok"] and bad["message"].endswith("likely cause: the output")
 
 
 def test_too_large_for_the_uno_is_known_at_quantize_and_refused_before_compiling(tmp_path):
@@ -226,8 +244,15 @@ def test_standardized_graph_is_the_same_function():
     from ipytinyml.data import load_data
     x = load_data("autompg", FOUR, "mpg").train_x
     L = keras.layers
+    batch_norm = _user_model(L.BatchNormalization(), L.Dense(8, activation="relu"), L.Dense(1))
+    batch_norm.layers[0].set_weights([np.array([0.5, 2.0, -1.0, 1.5], np.float32),  # gamma
+                                      np.array([0.1, -0.2, 0.3, 0.0], np.float32),  # beta
+                                      x.mean(axis=0), x.var(axis=0)])  # moving mean, variance
+    rescaled = _user_model(L.Rescaling([1 / 8, 1 / 400, 1 / 200, 1 / 5000], offset=-0.5), L.Dense(8),
+                           L.Dense(1))
     for model in (_user_model(_adapted(x), L.Dense(8, activation="relu"), L.Dense(1)),
-                  _user_model(L.Dropout(0.5), L.Dense(8, activation="tanh", use_bias=False), L.Dense(2))):
+                  _user_model(L.Dropout(0.5), L.Dense(8, activation="tanh", use_bias=False), L.Dense(2)),
+                  batch_norm, rescaled):
         graph, mean, std, constant = standardized_graph(model, x)
         assert not constant.any()
         z = ((x - mean) / std).astype(np.float32)
