@@ -419,3 +419,27 @@ def test_magics_raise_only_usage_errors_for_tinyml_errors():
     Fake.tracebacks = True
     with pytest.raises(DataError):
         Fake().go()
+
+
+def test_several_features_and_labels_through_every_magic(ip, root):
+    """--label mpg,acceleration: one output each, in the predict table (clamped values marked),
+    --test (an MAE per label) and the quantize verdicts; board and notebook agree."""
+    cell = ip.run_cell(f"%%tinyml_train --data autompg --features horsepower,weight "
+                       f"--label mpg,acceleration --name two --epochs {EPOCHS}\n# default model\n")
+    cell.raise_error()
+    assert cell.result.to_dict()["data"]["labels"] == ["mpg", "acceleration"]
+    quant = ip.run_cell("%tinyml_quantize")
+    quant.raise_error()
+    assert "flashable with --runtime native, tflm" in repr(quant.result)
+    ip.run_cell("%tinyml_flash --board sim").raise_error()
+    predicted = ip.run_cell("%tinyml_predict 130 3000  1e9 3000")
+    predicted.raise_error()
+    table = repr(predicted.result)
+    for header in ("board mpg", "board acceleration", "notebook mpg", "notebook acceleration"):
+        assert header in table
+    assert "1e+09 (clamped)" in table and "3000 (clamped)" not in table
+    assert predicted.result.all_agree
+    tested = ip.run_cell("%tinyml_predict --test")
+    tested.raise_error()
+    text = repr(tested.result)
+    assert "mpg " in text and "acceleration " in text and "78/78" in text
