@@ -56,3 +56,20 @@ def gate(float_mae: float, int8_mae: float, output_scale: float, cause=None) -> 
         message = (f"int8 test MAE {int8_mae:.4g} trails float32's {float_mae:.4g} by more than "
                    f"{basis} ({limit:.3g}); likely cause: {reason}")
     return {"ok": ok, "limit": float(limit), "basis": basis, "message": message}
+
+
+CLASS_TOLERANCE = 0.04  # accuracy a classifier may lose in int8 (DESIGN.md's minimum; at least one row)
+
+
+def class_gate(float_accuracy: float, int8_accuracy: float, n_test: int, cause=None) -> dict:
+    """The gate for a classifier: int8 accuracy within 0.04 (or one test row) of float32."""
+    limit = max(CLASS_TOLERANCE, 1.0 / max(1, n_test))
+    basis = "one test row" if limit > CLASS_TOLERANCE else f"{CLASS_TOLERANCE:.2f} accuracy"
+    ok = bool(float_accuracy - int8_accuracy <= limit + 1e-12)
+    message = None
+    if not ok:
+        reason = cause() if cause else ("rows whose top class probabilities are close flip on int8's "
+                                        "1/256 output step")
+        message = (f"int8 test accuracy {int8_accuracy:.3f} trails float32's {float_accuracy:.3f} by more "
+                   f"than {basis}; likely cause: {reason}")
+    return {"ok": ok, "limit": float(limit), "basis": basis, "message": message}

@@ -80,16 +80,19 @@ def load_split(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) 
 
 def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp_mpg",
           root: str | os.PathLike = DEFAULT_ROOT, model=None, epochs: int | None = None,
-          seed: int = 0, progress=None) -> dict:
-    """Train a Keras regression model and save it with its data split and report.
+          seed: int = 0, progress=None, task: str | None = None) -> dict:
+    """Train a Keras regression model or classifier and save it with its data split and report.
 
     Parameters
     ----------
     data : "autompg" (bundled), a CSV path or a pandas DataFrame
     features : numeric columns of ``data`` (bool columns count as 0/1)
-    label : the numeric column to predict, or several (a list, or names joined by commas)
+    label : the numeric column to predict, or several (a list, or names joined by commas); a
+        classifier's column of classes
+    task : "regression" or "classification"; default: classification when the label is text
     name : model name, a plain identifier; artifacts go to ``root/name/``
-    model : optional ``keras.Model``; default Normalization -> Dense(64, relu) -> Dense(labels)
+    model : optional ``keras.Model``; default Normalization -> Dense(64, relu) -> Dense(labels), or
+        for a classifier Normalization -> Dense(32, relu) -> Dense(classes, softmax) (sigmoid for 2)
     epochs : training length (default: 1000 full-batch steps, or 100 epochs of ``fit``
         for a model the user compiled)
     seed : seeds the split and the weight initialisation
@@ -107,23 +110,26 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     from . import data as data_mod
     from . import training as train_mod
 
+    from .convert import constant_features
+    from .metrics import metrics
+
     artifacts.check_name(name)
     if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
         raise TinyMLError(f"epochs must be a positive whole number, not {epochs!r}")
-    from .convert import constant_features
-
-    dataset = data_mod.load_data(data, features, label, seed=seed)
+    dataset = data_mod.load_data(data, features, label, seed=seed, task=task)
+    n_classes = len(dataset.classes) if dataset.classes else None
     constant = constant_features(dataset.train_x)
     default = model is None
     if default:
         train_mod.seed_everything(seed)
-        model = train_mod.default_model(dataset.train_x, dataset.train_y.shape[1])
-    train_mod.check_model(model, dataset.train_x.shape[1], dataset.train_y.shape[1])
-    train_mod.fit(model, dataset.train_x, dataset.train_y, epochs=epochs, seed=seed, progress=progress)
+        model = train_mod.default_model(dataset.train_x, dataset.train_y.shape[1], n_classes=n_classes)
+    train_mod.check_model(model, dataset.train_x.shape[1], dataset.train_y.shape[1], n_classes=n_classes)
+    train_mod.fit(model, dataset.train_x, dataset.train_y, epochs=epochs, seed=seed, progress=progress,
+                  task=dataset.task)
     if default:
         train_mod.ignore_constant_features(model, constant)
-    mae = train_mod.mae(train_mod.predict(model, dataset.test_x), dataset.test_y)
-    if not np.isfinite(mae):
+    scores = metrics(dataset.task, train_mod.predict(model, dataset.test_x), dataset.test_y, n_classes)
+    if not all(np.isfinite(v) for v in scores.values() if isinstance(v, float)):
         raise TinyMLError("training diverged (test error is not finite); try fewer epochs or "
                           "scale the features")
 
@@ -134,7 +140,7 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
         "name": name,
         "data": {**dataset.describe(),
                  "constant_features": [f for f, c in zip(dataset.features, constant) if c]},
-        "variants": {"keras": {"mae": mae, "sha256": artifacts.sha256(keras_path.read_bytes())}},
+        "variants": {"keras": {**scores, "sha256": artifacts.sha256(keras_path.read_bytes())}},
     }
     artifacts.write_report(folder, report)
     _remember(name, root)
@@ -190,12 +196,11 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
         flatbuffer = convert_mod.convert(model, variant, split["train_x"])
         prediction = reference.run_litert(flatbuffer, split["test_x"])
         converted[variant] = flatbuffer
-        entries[variant] = {"mae": _mae(prediction, split["test_y"]), "bytes": len(flatbuffer),
+        entries[variant] = {**_scores(report, prediction, split["test_y"]), "bytes": len(flatbuffer),
                             "sha256": artifacts.sha256(flatbuffer), "source": keras_sha}
     if "int8" in entries:
-        float_mae = entries.get("float32", report["variants"].get("float32", {})).get(
-            "mae", report["variants"]["keras"]["mae"])
-        entries["int8"]["gate"] = _gate(float_mae, entries["int8"], converted["int8"], split, report)
+        reference_entry = entries.get("float32") or report["variants"].get("float32") or report["variants"]["keras"]
+        entries["int8"]["gate"] = _gate(reference_entry, entries["int8"], converted["int8"], split, report)
 
     for variant, flatbuffer in converted.items():
         artifacts.write_bytes(folder / artifacts.tflite_filename(variant), flatbuffer)
@@ -204,8 +209,11 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
     return report
 
 
-def _mae(prediction, y) -> float:
-    return float(np.mean(np.abs(np.asarray(prediction, np.float64) - y)))
+def _scores(report: dict, prediction, y) -> dict:
+    from .metrics import metrics
+    data = report["data"]
+    classes = data.get("classes")
+    return metrics(data.get("task", "regression"), prediction, y, len(classes) if classes else None)
 
 
 def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, dict]:
@@ -216,7 +224,7 @@ def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, d
     int8 = convert_mod.to_int8(model, split["train_x"], per_channel=per_channel, int8_io=int8_io)
     prediction = reference.run_staged(int8.flatbuffer, int8.stage, split["test_x"])
     features = report["data"]["features"]
-    entry = {"mae": _mae(prediction, split["test_y"]), "bytes": len(int8.flatbuffer),
+    entry = {**_scores(report, prediction, split["test_y"]), "bytes": len(int8.flatbuffer),
              "sha256": artifacts.sha256(int8.flatbuffer), "source": report["variants"]["keras"]["sha256"],
              "per_channel": bool(per_channel), "int8_io": bool(int8_io),
              "input_stage": int8.stage.to_json(), "standardized": int8.standardized,
@@ -225,7 +233,7 @@ def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, d
     return int8.flatbuffer, entry
 
 
-def _gate(float_mae: float, entry: dict, flatbuffer: bytes, split, report) -> dict:
+def _gate(reference_entry: dict, entry: dict, flatbuffer: bytes, split, report) -> dict:
     from . import accuracy
     from .errors import ConvertError
     from .prestage import InputStage
@@ -239,7 +247,9 @@ def _gate(float_mae: float, entry: dict, flatbuffer: bytes, split, report) -> di
     cause = lambda: accuracy.likely_cause(  # noqa: E731 - only computed when the gate fails
         features=report["data"]["features"], stage=InputStage.from_json(entry["input_stage"]),
         standardized=entry["standardized"], plan=plan, test_x=split["test_x"])
-    return accuracy.gate(float_mae, entry["mae"], output_scale, cause)
+    if "accuracy" in entry:
+        return accuracy.class_gate(reference_entry["accuracy"], entry["accuracy"], report["data"]["n_test"])
+    return accuracy.gate(reference_entry["mae"], entry["mae"], output_scale, cause)
 
 
 def tflite_path(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,

@@ -38,6 +38,8 @@ class Dataset:
     train_y: np.ndarray = field(repr=False)
     test_x: np.ndarray = field(repr=False)
     test_y: np.ndarray = field(repr=False)
+    task: str = "regression"
+    classes: list[str] | None = None  # classification: class names, in the order of their index
 
     @property
     def label(self) -> str:
@@ -54,9 +56,12 @@ class Dataset:
 
     def describe(self) -> dict:
         """The ``data`` section of report.json."""
-        return {"source": self.source, "features": list(self.features), "label": self.label,
-                "labels": list(self.labels), "n_train": self.n_train, "n_test": self.n_test,
-                "seed": self.seed}
+        out = {"source": self.source, "features": list(self.features), "label": self.label,
+               "labels": list(self.labels), "n_train": self.n_train, "n_test": self.n_test,
+               "seed": self.seed, "task": self.task}
+        if self.classes is not None:
+            out["classes"] = list(self.classes)
+        return out
 
 
 def load_autompg() -> pd.DataFrame:
@@ -161,17 +166,34 @@ def _names(value, what: str) -> list[str]:
     return names
 
 
+TASKS = ("regression", "classification")
+MAX_CLASSES = 64
+
+
+def _class_name(value) -> str:
+    """A class as text: 2.0 -> "2", "Japan" -> "Japan"."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _is_categorical(column: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
+
+
 def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int = 0,
-              train_fraction: float = 0.8) -> Dataset:
+              train_fraction: float = 0.8, task: str | None = None) -> Dataset:
     """Load, clean and split a dataset.
 
     Parameters
     ----------
     data : "autompg", a CSV path, or a pandas DataFrame
     features : list of numeric column names used as model inputs (bool columns count as 0/1)
-    label : the numeric column to predict, or a list of them (several outputs)
+    label : the numeric column to predict, or a list of them (several outputs); for
+        classification one column of classes (text, numbers or bool)
     seed : random_state of the split (0 reproduces the TF tutorial)
     train_fraction : share of rows used for training
+    task : "regression", "classification" or None: classification when the label is text
 
     Raises
     ------
@@ -190,18 +212,31 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
     repeated = sorted({n for n in features + labels if (features + labels).count(n) > 1})
     if repeated:
         raise DataError(f"column(s) {repeated} named twice; name each column once")
+    if task not in (None, *TASKS):
+        raise DataError(f"unknown task {task!r}; use regression or classification")
     if not 0.0 < train_fraction < 1.0:
         raise DataError(f"train_fraction must be between 0 and 1, not {train_fraction}")
     df, source = _frame_for(data)
-    _check_columns(df, features + labels)
+    _check_columns(df, features)
+    if task is None:
+        task = "classification" if any(name in df.columns and _is_categorical(df[name])
+                                        for name in labels) else "regression"
+    if task == "classification" and len(labels) != 1:
+        raise DataError(f"classification takes one label column, not {len(labels)}; "
+                        "train one classifier per label")
+    _check_columns(df, features + labels if task == "regression" else features)
+    missing = [name for name in labels if name not in df.columns]
+    if missing:
+        _check_columns(df, missing)  # the one-line "no column" error with its suggestion
     df = df[features + labels]
     for name in labels:
         if df[name].isna().any():
             n = int(df[name].isna().sum())
             raise DataError(f"label column {name!r} has {n} missing value(s); drop or fill those rows first")
     df = df.dropna().reset_index(drop=True)
-    df = df.astype({name: np.float64 for name in features + labels if _is_boolean(df[name])})
-    values = df.to_numpy(dtype=np.float64)
+    bools = features + labels if task == "regression" else features
+    df = df.astype({name: np.float64 for name in bools if _is_boolean(df[name])})
+    values = df[bools].to_numpy(dtype=np.float64)
     if not np.isfinite(values).all():
         raise DataError("the data holds infinite values; remove them first")
     if len(df) < MIN_ROWS:
@@ -212,6 +247,20 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
     if len(test) == 0 or len(train) == 0:
         raise DataError("the split left no test rows; give more data")
     as_x = lambda part: part[features].to_numpy(dtype=np.float32)  # noqa: E731
-    as_y = lambda part: part[labels].to_numpy(dtype=np.float32)  # noqa: E731
+    classes = None
+    if task == "classification":
+        values = sorted(df[labels[0]].unique(), key=lambda v: (str(type(v)), v))
+        classes = [_class_name(v) for v in values]
+        if len(classes) < 2:
+            raise DataError(f"label {labels[0]!r} has only one class ({classes[0]!r}); "
+                            "a classifier needs at least two")
+        if len(classes) > MAX_CLASSES:
+            raise DataError(f"label {labels[0]!r} has {len(classes)} classes; at most {MAX_CLASSES} "
+                            "are supported (is it a number to predict? use task='regression')")
+        index = {v: i for i, v in enumerate(values)}
+        as_y = lambda part: part[labels[0]].map(index).to_numpy(dtype=np.float32)[:, None]  # noqa: E731
+    else:
+        as_y = lambda part: part[labels].to_numpy(dtype=np.float32)  # noqa: E731
     return Dataset(source=source, features=features, labels=labels, seed=seed,
-                   train_x=as_x(train), train_y=as_y(train), test_x=as_x(test), test_y=as_y(test))
+                   train_x=as_x(train), train_y=as_y(train), test_x=as_x(test), test_y=as_y(test),
+                   task=task, classes=classes)

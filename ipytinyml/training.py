@@ -23,6 +23,7 @@ Progress = Callable[[int, int, float], None]
 DEFAULT_EPOCHS = 1000  # full-batch steps: one step is one pass over the training set
 DEFAULT_LEARNING_RATE = 0.05
 HIDDEN_UNITS = 64
+CLASSIFIER_UNITS = 32
 _PROGRESS_CHUNKS = 20
 LABEL_CENTRE_BEYOND = 10  # spreads: a label mean farther than this from 0 is subtracted
 
@@ -35,8 +36,10 @@ def _quiet_tensorflow():
     return tf
 
 
-def default_model(train_x: np.ndarray, n_outputs: int = 1):
-    """``Normalization`` (the training features' mean and variance) -> ``Dense(64, relu)`` -> ``Dense(n)``.
+def default_model(train_x: np.ndarray, n_outputs: int = 1, n_classes: int | None = None):
+    """``Normalization`` (the training features' mean and variance) -> ``Dense(64, relu)`` -> ``Dense(n)``;
+    a classifier (``n_classes``) ends in ``Dense(n_classes, softmax)``, or ``Dense(1, sigmoid)``
+    for two classes, after ``Dense(32, relu)``.
 
     A constant feature gets variance 1, so it standardizes to 0 on its training value
     instead of dividing by ~0 (see ``ignore_constant_features``).
@@ -48,16 +51,20 @@ def default_model(train_x: np.ndarray, n_outputs: int = 1):
     variance = np.where(constant_features(x), 1.0, x.var(axis=0))
     normalizer = keras.layers.Normalization(axis=-1, mean=x.mean(axis=0), variance=variance,
                                             name="normalization")
-    return keras.Sequential([
-        keras.Input((train_x.shape[1],), name="features"),
-        normalizer,
-        keras.layers.Dense(HIDDEN_UNITS, activation="relu", name="hidden"),
-        keras.layers.Dense(n_outputs, name="output"),
-    ], name="tinyml_dense")
+    if n_classes:
+        head = [keras.layers.Dense(CLASSIFIER_UNITS, activation="relu", name="hidden"),
+                keras.layers.Dense(1, activation="sigmoid", name="output") if n_classes == 2 else
+                keras.layers.Dense(n_classes, activation="softmax", name="output")]
+    else:
+        head = [keras.layers.Dense(HIDDEN_UNITS, activation="relu", name="hidden"),
+                keras.layers.Dense(n_outputs, name="output")]
+    return keras.Sequential([keras.Input((train_x.shape[1],), name="features"), normalizer, *head],
+                            name="tinyml_classifier" if n_classes else "tinyml_dense")
 
 
-def check_model(model, n_features: int, n_outputs: int) -> None:
-    """A user model must be a keras.Model mapping [batch, n_features] to [batch, n_outputs]."""
+def check_model(model, n_features: int, n_outputs: int, n_classes: int | None = None) -> None:
+    """A user model must be a keras.Model mapping [batch, n_features] to [batch, n_outputs]
+    (a classifier: one column per class, or one for two classes)."""
     import keras
     if not isinstance(model, keras.Model):
         raise TinyMLError(f"model must be a keras.Model, not {type(model).__name__}; "
@@ -71,6 +78,12 @@ def check_model(model, n_features: int, n_outputs: int) -> None:
     if len(in_shape) != 2 or in_shape[1] != n_features:
         raise TinyMLError(f"the model takes input shape {in_shape} but the data has {n_features} "
                           f"feature(s); start it with keras.Input(({n_features},))")
+    if n_classes:
+        if len(out_shape) != 2 or out_shape[1] not in (n_classes, 1 if n_classes == 2 else n_classes):
+            binary = " (or Dense(1, activation='sigmoid'))" if n_classes == 2 else ""
+            raise TinyMLError(f"the model outputs shape {out_shape}; a classifier of {n_classes} classes "
+                              f"needs a final Dense({n_classes}, activation='softmax'){binary}")
+        return
     if len(out_shape) != 2 or out_shape[1] != n_outputs:
         what = "one label" if n_outputs == 1 else f"{n_outputs} labels"
         raise TinyMLError(f"the model outputs shape {out_shape}; a regression on {what} needs "
@@ -78,12 +91,13 @@ def check_model(model, n_features: int, n_outputs: int) -> None:
 
 
 def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None = None,
-        seed: int = 0, progress: Progress | None = None) -> None:
+        seed: int = 0, progress: Progress | None = None, task: str = "regression") -> None:
     """Train ``model`` in place.
 
-    An uncompiled model gets the fast full-batch recipe (MAE loss, Adam with
-    cosine decay). A compiled model keeps its optimizer and loss and is trained
-    with ``model.fit(..., validation_split=0.2)`` for ``epochs`` (default 100).
+    An uncompiled model gets the fast full-batch recipe (Adam with cosine decay; MAE loss,
+    or cross-entropy for a ``task="classification"`` whose ``train_y`` holds class indices).
+    A compiled model keeps its optimizer and loss and is trained with
+    ``model.fit(..., validation_split=0.2)`` for ``epochs`` (default 100).
     """
     tf = _quiet_tensorflow()
     import keras
@@ -106,7 +120,11 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
     optimizer = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(DEFAULT_LEARNING_RATE, total))
     # Labels are trained standardized, so a label in millions or thousandths trains like one
     # near 1, and the scaling is folded into the last Dense afterwards.
-    scaler = _label_scaler(model, train_y)
+    loss_of = _loss_for(model) if task == "classification" else None
+    if task == "classification" and loss_of is None:
+        raise TinyMLError("a classifier must end in Dense(classes, activation='softmax') or "
+                          "Dense(1, activation='sigmoid') for two classes")
+    scaler = _label_scaler(model, train_y) if loss_of is None else None
     y_mean, y_std = scaler if scaler is not None else (0.0, 1.0)
     loss_unit = float(np.mean(y_std))
     # Features likewise: a model with no Normalization of its own trains on standardized
@@ -124,7 +142,8 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
         loss = tf.constant(0.0)
         for _ in tf.range(steps):
             with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(tf.abs(model(x, training=True) - y))
+                out = model(x, training=True)
+                loss = tf.reduce_mean(tf.abs(out - y)) if loss_of is None else loss_of(y, out)
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -155,6 +174,18 @@ def ignore_constant_features(model, constant) -> None:
     weights = dense.get_weights()
     weights[0][constant, :] = 0.0
     dense.set_weights(weights)
+
+
+def _loss_for(model):
+    """Cross-entropy for a classifier (a final softmax, or one sigmoid unit), else None (MAE)."""
+    import keras
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = last.get_config().get("activation") if isinstance(last, keras.layers.Dense) else None
+    if activation == "softmax":
+        return keras.losses.SparseCategoricalCrossentropy()
+    if activation == "sigmoid" and last.units == 1:
+        return keras.losses.BinaryCrossentropy()
+    return None
 
 
 def _label_scaler(model, train_y: np.ndarray):
