@@ -60,6 +60,12 @@ def _fixed(value: float) -> str:
     return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
 
 
+def confusion_rows(classes, matrix) -> tuple[list[str], list[list[str]]]:
+    """A confusion matrix as table headers and rows: true class down, predicted across."""
+    headers = ["true \\ predicted", *classes]
+    return headers, [[name, *(f"{int(v):,}" for v in row)] for name, row in zip(classes, matrix)]
+
+
 def _us(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
@@ -354,8 +360,16 @@ class TrainResult(_Result):
         return self.report.get("data", {})
 
     @property
-    def mae(self) -> float:
-        return float(self.report["variants"]["keras"]["mae"])
+    def mae(self) -> float | None:
+        """Test MAE of a regression (None for a classifier)."""
+        value = self.report["variants"]["keras"].get("mae")
+        return None if value is None else float(value)
+
+    @property
+    def accuracy(self) -> float | None:
+        """Test accuracy of a classifier (None for a regression)."""
+        value = self.report["variants"]["keras"].get("accuracy")
+        return None if value is None else float(value)
 
     def _title(self) -> str:
         d = self.data
@@ -367,8 +381,12 @@ class TrainResult(_Result):
 
     def _pairs(self):
         d = self.data
-        pairs = [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test"))),
-                 ("test MAE", f"{self.mae:.3f} {d.get('label', '')}".rstrip())]
+        pairs = [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test")))]
+        if self.accuracy is not None:
+            pairs += [("classes", ", ".join(d.get("classes", []))),
+                      ("test accuracy", f"{self.accuracy:.3f}")]
+        else:
+            pairs.append(("test MAE", f"{_fixed(self.mae)} {d.get('label', '')}".rstrip()))
         if d.get("constant_features"):
             pairs.append(("constant (ignored)", ", ".join(d["constant_features"])))
         return pairs
@@ -385,8 +403,8 @@ class TrainResult(_Result):
         return _box(self._title(), inner, self.css)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "data": dict(self.data), "mae": self.mae, "seconds": self.seconds,
-                "epochs": self.epochs}
+        return {"name": self.name, "data": dict(self.data), "mae": self.mae, "accuracy": self.accuracy,
+                "seconds": self.seconds, "epochs": self.epochs}
 
 
 class QuantizeResult(_Result):
@@ -403,9 +421,17 @@ class QuantizeResult(_Result):
     def name(self) -> str:
         return self.report["name"]
 
-    def mae(self, variant: str) -> float | None:
+    @property
+    def classifier(self) -> bool:
+        return self.report.get("data", {}).get("task") == "classification"
+
+    def score(self, variant: str) -> float | None:
+        """Test accuracy (classifier) or MAE of a variant; None when it was not made."""
         entry = self.report["variants"].get(variant)
-        return None if entry is None else float(entry["mae"])
+        return None if entry is None else float(entry["accuracy" if self.classifier else "mae"])
+
+    def mae(self, variant: str) -> float | None:
+        return None if self.classifier else self.score(variant)
 
     def size(self, variant: str) -> int | None:
         entry = self.report["variants"].get(variant)
@@ -413,21 +439,21 @@ class QuantizeResult(_Result):
 
     @property
     def int8_vs_float32(self) -> float | None:
-        """int8 test MAE minus float32 test MAE (None unless both exist)."""
-        a, b = self.mae("int8"), self.mae("float32")
+        """int8 test MAE (or accuracy) minus float32's (None unless both exist)."""
+        a, b = self.score("int8"), self.score("float32")
         return None if a is None or b is None else a - b
 
     def _rows(self):
         label = self.report.get("data", {}).get("label", "")
-        reference = self.mae("float32")
+        reference = self.score("float32")
         rows = []
         shown = ["keras"] + [v for v in self.variants if v != "keras"]
         for variant in shown:
             entry = self.report["variants"].get(variant)
             if entry is None:
                 continue
-            mae = float(entry["mae"])
-            delta = None if reference is None or variant in ("keras", "float32") else mae - reference
+            value = self.score(variant)
+            delta = None if reference is None or variant in ("keras", "float32") else value - reference
             detail = ""
             if variant == "int8":
                 detail = ("per-channel" if entry.get("per_channel") else "per-tensor") + (
@@ -435,8 +461,9 @@ class QuantizeResult(_Result):
             elif variant == "keras":
                 detail = "trained model (reference)"
             rows.append((variant, _bytes(entry.get("bytes")) if "bytes" in entry else "—",
-                         f"{mae:.3f}", _signed(delta) if delta is not None else "", detail))
-        headers = ("variant", "size", f"test MAE ({label})" if label else "test MAE", "vs float32", "")
+                         f"{value:.3f}", _signed(delta) if delta is not None else "", detail))
+        metric = "test accuracy" if self.classifier else (f"test MAE ({label})" if label else "test MAE")
+        headers = ("variant", "size", metric, "vs float32", "")
         return headers, rows
 
     def _notes(self) -> list[str]:
@@ -452,7 +479,9 @@ class QuantizeResult(_Result):
             notes.append(f"⚠ {gate['message']}")
         elif diff is not None:
             within = f" (within {gate['basis']})" if gate.get("basis") else ""
-            notes.append(f"int8 vs float32: test MAE {diff:+.3f} {label}{within}".replace("  ", " "))
+            what = "accuracy" if self.classifier else "MAE"
+            unit = "" if self.classifier else f" {label}"
+            notes.append(f"int8 vs float32: test {what} {diff:+.3f}{unit}{within}")
         if entry.get("standardized"):
             notes.append("int8 input: each feature standardized before quantizing (the board does the same)")
         if entry.get("constant_features"):
@@ -460,16 +489,29 @@ class QuantizeResult(_Result):
         verdicts = entry.get("runtimes") or {}
         if verdicts:
             ok = [r for r, why in verdicts.items() if not why and r != "uno"]
-            parts = [f"flashable with --runtime {', '.join(ok)}" if ok else "no runtime can flash it"]
-            parts += [f"{r}: {why}" for r, why in verdicts.items() if why]
-            notes.append("; ".join(parts))
+            reasons = {why for why in verdicts.values() if why}
+            if not ok and len(reasons) == 1:
+                notes.append(f"no runtime can flash it: {reasons.pop()}")
+            else:
+                parts = [f"flashable with --runtime {', '.join(ok)}" if ok else "no runtime can flash it"]
+                parts += [f"{r}: {why}" for r, why in verdicts.items() if why]
+                notes.append("; ".join(parts))
         return notes
+
+    def _confusion(self):
+        entry = self.report["variants"].get("int8")
+        if not self.classifier or entry is None or "confusion" not in entry:
+            return None
+        return confusion_rows(self.report["data"].get("classes", []), entry["confusion"])
 
     def __repr__(self) -> str:
         headers, rows = self._rows()
         when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
-        out = f"Quantized {self.name}{when}\n" + text_table(headers, rows, "lrrrl")
-        return "\n".join([out, *self._notes()])
+        out = [f"Quantized {self.name}{when}\n" + text_table(headers, rows, "lrrrl"), *self._notes()]
+        confusion = self._confusion()
+        if confusion:
+            out.append("int8 confusion matrix (test set):\n" + text_table(*confusion, "l" + "r" * len(confusion[1])))
+        return "\n".join(out)
 
     def _repr_html_(self) -> str:
         headers, rows = self._rows()
@@ -477,6 +519,10 @@ class QuantizeResult(_Result):
         inner = html_table(headers, rows, "lrrrl")
         for note in self._notes():
             inner += f'<div class="{CSS_PREFIX}-summary">{html.escape(note)}</div>'
+        confusion = self._confusion()
+        if confusion:
+            inner += (f'<div class="{CSS_PREFIX}-summary">int8 confusion matrix (test set)</div>'
+                      + html_table(*confusion, "l" + "r" * len(confusion[1])))
         return _box(f"Quantized {self.name}{when}", inner, self.css)
 
     def to_dict(self) -> dict:
