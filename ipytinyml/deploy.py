@@ -190,8 +190,9 @@ def flash(name: str, root, *, board: str = "auto", port: str | None = None,
 def _flash_virtual(name, root, progress, note):
     from .board import Board
     from .link import Link
-    from .toolchain.sim import VirtualBoard
+    from .toolchain.sim import VirtualBoard, check_virtual_board
 
+    check_virtual_board()  # one line: an unsupported system, or every missing package at once
     _stage(progress, "generate")
     sketch, plan, model_hash = generate(name, root, VIRTUAL_BOARD)
     _stage(progress, "compile")
