@@ -53,7 +53,7 @@ GOAL_RAM = 200
 
 # protocol symbols -> part (anything else in tinyml_protocol.cpp.o: "protocol: line handling")
 PARSER = re.compile(r"^(value|parse_value|small_round|round_mantissa|big_mul_add|big_cmp|big_round|"
-                    r"big_clear|big_u32|quantize|big|big_n|f_mant|f_exp|f_neg)\b")
+                    r"big_clear|big_u32|quantize|sub_f32|input_stage|big|big_n|f_mant|f_exp|f_neg)\b")
 FORMAT_STRINGS = re.compile(r"(::__c$|^err_texts$|^powers_of_10$)")
 
 

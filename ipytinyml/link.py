@@ -40,7 +40,9 @@ LINE_MAX = 79            # characters per request line, without the '\n'
 RX_WINDOW = 63           # an Uno's Serial RX ring buffer holds 63 bytes
 SEND_LIMIT = RX_WINDOW   # request lines up to this long (with '\n') pipeline
 PROBE_ID = 0             # id of the info request sent when no banner comes
-MAX_LINE_BYTES = 1024    # longer without a newline: garbage
+MAX_LINE_BYTES = 1024    # longer without a newline: garbage, unless it is an answer:
+MAX_ANSWER_BYTES = 16384 # an info answer carries 22 characters per input for the
+                         # pre-stage (imean/idiv): 700 inputs fit
 GARBAGE_LINES = 3        # more non-text lines than this in one wait: garbage
 READ_SLICE = 0.05        # seconds per blocking read; deadlines are checked between
 
@@ -62,16 +64,41 @@ class BoardInfo:
     arena: int               # bytes of activation RAM / TFLM arena
     free: int                # free RAM on the board, bytes (0 where unknown)
     max: int                 # values per request the board accepts
+    # The input pre-stage, per feature (float32 values, exact): the board quantizes typed x
+    # of feature i as QUANTIZE(fl32(x - input_mean[i]) / input_div[i]). A board that does
+    # not report them (older firmware) computes plain QUANTIZE: mean 0, the input scale.
+    input_mean: tuple = ()
+    input_div: tuple = ()
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> "BoardInfo":
         """Parse the key=value fields of an info answer; ValueError/KeyError if malformed."""
+        n_in = int(fields["in"])
+        input_scale = float32_from_hex(fields["iscale"])
+        mean = _float32_list(fields.get("imean"), n_in, 0.0)
+        div = _float32_list(fields.get("idiv"), n_in, input_scale)
         return cls(
             proto=int(fields["proto"]), runtime=fields["runtime"], board=fields["board"],
-            model=fields["model"], n_in=int(fields["in"]), n_out=int(fields["out"]),
-            input_scale=float32_from_hex(fields["iscale"]), input_zero_point=int(fields["izp"]),
+            model=fields["model"], n_in=n_in, n_out=int(fields["out"]),
+            input_scale=input_scale, input_zero_point=int(fields["izp"]),
             output_scale=float32_from_hex(fields["oscale"]), output_zero_point=int(fields["ozp"]),
-            arena=int(fields["arena"]), free=int(fields["free"]), max=int(fields["max"]))
+            arena=int(fields["arena"]), free=int(fields["free"]), max=int(fields["max"]),
+            input_mean=mean, input_div=div)
+
+    def quantize_input(self, x, feature: int) -> int:
+        """The int8 the board makes of value x of the given feature (the pre-stage)."""
+        return stage_quantize(x, self.input_mean[feature], self.input_div[feature],
+                              self.input_zero_point)
+
+
+def _float32_list(text: str | None, n: int, default: float) -> tuple:
+    """n float32 values from ``0x3f800000,0x...`` (ValueError if malformed); default if absent."""
+    if text is None:
+        return (default,) * n
+    values = tuple(float32_from_hex(part) for part in text.split(","))
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise ValueError(text)
+    return values
 
 
 @dataclass(frozen=True)
@@ -253,6 +280,27 @@ def quantize(x: float, scale: float, zero_point: int) -> int:
         r = int(math.floor(abs(t) + 0.5))
         r = -r if t < 0 else r
     return max(-128, min(127, r + zero_point))
+
+
+def stage_quantize(x: float, mean: float, div: float, zero_point: int) -> int:
+    """The input pre-stage on the host, exactly as the board computes it.
+
+    ``clamp(round_half_away(fl32(fl32(x - mean) / div)) + zero_point, -128, 127)``
+    (``ipytinyml.prestage.InputStage.quantize``, numpy-free). x is rounded to
+    float32 and flushed to 0 below 2**-126, as the board's parser does.
+    Subtracting two float32 values in float64 and rounding to float32 is the
+    correctly rounded float32 difference (53 >= 2 * 24 + 2, as for the
+    division in ``quantize``); a difference beyond float32 range is infinite
+    and saturates.
+    """
+    x32 = float32(x)
+    if abs(x32) < 2.0 ** -126:
+        x32 = 0.0
+    try:
+        diff = struct.unpack("<f", struct.pack("<f", x32 - mean))[0]
+    except OverflowError:
+        return 127 if x32 > mean else -128
+    return quantize(diff, div, zero_point)
 
 
 def _int8(v) -> int:
@@ -488,7 +536,7 @@ class Link:
                 raw = bytes(self._rx[:nl])
                 del self._rx[:nl + 1]
                 return raw[:-1] if raw.endswith(b"\r") else raw
-            if len(self._rx) > MAX_LINE_BYTES:
+            if len(self._rx) > (MAX_ANSWER_BYTES if self._rx[:1] == b"@" else MAX_LINE_BYTES):
                 sample = bytes(self._rx[:40])
                 self._rx.clear()
                 raise LinkError(f"garbage from {self.port} ({sample!r}...): is it an ipytinyml "
@@ -638,7 +686,8 @@ class Link:
 
         Floats for which one inference's decimals do not fit in a 79-character
         line (many inputs with many digits) are quantized on the host, exactly
-        as the board would (``quantize``), and sent as a raw request.
+        as the board would (the pre-stage, ``stage_quantize``), and sent as a
+        raw request.
         """
         info = self._info
         flat = _flatten(values, info.n_in)
@@ -649,7 +698,7 @@ class Link:
             if chunks is not None:
                 return "p", chunks, len(tokens)
             command = "r"
-            flat = [quantize(v, info.input_scale, info.input_zero_point) for v in flat]
+            flat = [info.quantize_input(v, i % info.n_in) for i, v in enumerate(flat)]
         if command != "r":
             raise ValueError(f"command must be 'p' or 'r', not {command!r}")
         tokens = [str(_int8(v)) for v in flat]

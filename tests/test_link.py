@@ -542,3 +542,51 @@ def test_link_scalar_quantize_is_the_twin_of_quant():
         assert [linkmod.quantize(float(x), tq.scale, zp) for x in xs] == quant.quantize(xs, tq).tolist()
         qs = np.arange(-128, 128)
         assert [linkmod.dequantize(int(q), tq.scale, zp) for q in qs] == quant.dequantize(qs, tq).tolist()
+
+
+def test_info_without_prestage_fields_is_the_identity_stage():
+    """Firmware from before the pre-stage sends no imean/idiv: it computes plain QUANTIZE,
+    so BoardInfo reports mean 0 and the input scale per input. Malformed lists are errors."""
+    fields = dict(f.split("=") for f in ("proto=1 runtime=native board=uno model=0123456789ab in=3 "
+                                         "out=1 iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 "
+                                         "arena=65 free=0 max=15").split())
+    info = linkmod.BoardInfo.from_fields(fields)
+    scale = struct.unpack("<f", struct.pack("<I", 0x3CC99F2A))[0]
+    assert info.input_mean == (0.0, 0.0, 0.0) and info.input_div == (scale,) * 3
+    good = dict(fields, imean="0x42d0f0a4,0x00000000,0xc1200000", idiv="0x3f800000,0x3cc99f2a,0x40000000")
+    info = linkmod.BoardInfo.from_fields(good)
+    assert info.input_mean == (104.47000122070312, 0.0, -10.0) and info.input_div == (1.0, scale, 2.0)
+    for bad in (dict(good, imean="0x42d0f0a4,0x00000000"), dict(good, idiv="0x3f800000,x,0x40000000"),
+                dict(good, imean="0x7f800000,0x0,0x0")):
+        with pytest.raises(ValueError):
+            linkmod.BoardInfo.from_fields(bad)
+
+
+def test_link_stage_quantize_is_the_twin_of_prestage():
+    """link.stage_quantize (numpy-free, float64 then float32) == InputStage.quantize, the
+    reference, on ties of the int8 grid, their neighbours, overflow, subnormals, zeros."""
+    from ipytinyml.prestage import InputStage
+
+    rng = np.random.default_rng(11)
+    for mean, std in ((104.47, 38.49), (-0.00123, 0.000417), (-7.5e20, 3e19), (3e38, 1e28), (0.0, 1e-20)):
+        stage = InputStage.standardize([mean], [std], 1 / 25.5, -5)
+        m, d = np.float32(stage.mean[0]), np.float32(stage.div[0])
+        with np.errstate(over="ignore"):
+            ties = (m + (np.arange(-135, 135) + 0.5).astype(np.float32) * d).astype(np.float32)
+        xs = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                             rng.normal(mean, 100 * std, 1000), [0.0, -0.0, 1e-39, -1e-40, 1e30, -1e30,
+                                                                 3.4e38, -3.4e38]]).astype(np.float32)
+        xs = xs[np.isfinite(xs)]
+        want = stage.quantize(xs).ravel().tolist()
+        assert [linkmod.stage_quantize(float(x), stage.mean[0], stage.div[0], -5) for x in xs] == want
+
+
+def test_long_info_answer_of_many_inputs_is_not_garbage():
+    """200 inputs: the info answer's imean/idiv lists make it ~4.6 KB on one line."""
+    wide = FakeModel(n_in=200, n_out=1, mean_bits=tuple(0x3F800000 + i for i in range(200)),
+                     div_bits=(0x3CC99F2A,) * 200)
+    assert len(wide.info(0)) > 4000
+    sb = ScriptedBoard(info_responder(wide))
+    with sb, Link(sb.path, banner_timeout=1, probe_after=0.05) as lk:
+        info = lk.last_info
+        assert info.n_in == 200 and info.input_mean == wide.stage.mean and info.input_div == wide.stage.div

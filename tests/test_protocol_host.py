@@ -85,7 +85,8 @@ def test_banner_info_and_human_line(exes):
     lines = check(exes["one"], m, b"!7 i\n130\n")
     assert lines[0] == "#tinyml ready proto=1 runtime=native board=host model=0123456789ab in=1 out=1"
     assert lines[1] == ("@7 ok proto=1 runtime=native board=host model=0123456789ab in=1 out=1 "
-                        "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16")
+                        "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16 "
+                        "imean=0x00000000 idiv=0x3cc99f2a")  # the identity pre-stage
     # 130 / 0.0246 saturates the input at 127; the fake model echoes it; 0.15289 * (127 + 23)
     assert lines[2] == "horsepower 130 -> mpg 22.93 (* us)"
 
@@ -435,7 +436,9 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(uno):
               "protocol_flash": flash - bare_flash, "protocol_ram": ram - bare_ram}
     print("uno footprint:", json.dumps(report))
     assert ram - bare_ram <= 200
-    assert flash - bare_flash <= 4096  # regression guard; the goal is 3 KB with the model
+    # regression guard; the goal is 3 KB with the model. 4096 before the input pre-stage
+    # (per-feature x - mean and divisor, exact float32), which adds 466 bytes here.
+    assert flash - bare_flash <= 4096 + 470
 
 
 @needs_avr

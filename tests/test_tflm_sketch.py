@@ -185,6 +185,54 @@ def test_protocol_constants_match_the_plan(tflite_models, tmp_path, key):
     assert plan.float_input == (key == "int8")
 
 
+def test_input_stage_tables(tflite_models, tmp_path):
+    """The pre-stage goes into tinyml_model.h as exact float32 bits; None is the identity
+    stage; a stage that does not fit the plan is refused in one line, before writing."""
+    from ipytinyml.prestage import InputStage, f32_bits
+
+    _, _, plan = _generate(tflite_models["int8"], tmp_path / "id")
+    header = (tmp_path / "id" / "tinyml_model.h").read_text()
+    rows = re.findall(r"\{(0x[0-9a-f]{8})UL, (0x[0-9a-f]{8})UL\}", header)
+    assert rows == [("0x00000000", f"0x{f32_bits(plan.input.scale):08x}")] * plan.n_inputs
+    stage = InputStage.standardize([104.47], [38.49], plan.input.scale, plan.input.zero_point)
+    _generate(tflite_models["int8"], tmp_path / "st", stage=stage)
+    header = (tmp_path / "st" / "tinyml_model.h").read_text()
+    assert re.findall(r"\{(0x[0-9a-f]{8})UL, (0x[0-9a-f]{8})UL\}", header) == [
+        (f"0x{f32_bits(stage.mean[0]):08x}", f"0x{f32_bits(stage.div[0]):08x}")]
+    bad = InputStage.identity(plan.input.scale, plan.input.zero_point + 1, plan.n_inputs)
+    for wrong in (bad, InputStage.identity(plan.input.scale, plan.input.zero_point, 2)):
+        with pytest.raises(ConvertError) as info:
+            tflm.render_tflm_sketch(tflite_models["int8"].read_bytes(), plan, tmp_path / "bad",
+                                    sketch_name="sk", board_name="nano33ble", model_hash="ab",
+                                    input_label="x", output_label="y", stage=wrong)
+        assert "pre-stage" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "bad").exists()
+
+
+@needs_gxx
+@needs_protocol
+def test_input_stage_on_the_tflm_host_board(tflite_models, tmp_path):
+    """The generated TFLM sketch applies the stage: the stub model copies its int8 input
+    to its output, so 'p' answers are the board's int8 inputs == InputStage.quantize;
+    the info answer carries the tables."""
+    import numpy as np
+
+    from ipytinyml.prestage import InputStage, f32_bits
+
+    plan = plan_from_model(tflite_models["int8_io"])
+    stage = InputStage.standardize([104.47], [38.49], plan.input.scale, plan.input.zero_point)
+    exe, _ = _host_board(tflite_models["int8_io"], tmp_path, stage=stage)
+    div, mean = np.float32(stage.div[0]), np.float32(stage.mean[0])
+    xs = [float(np.float32(mean + np.float32((k + 0.5) * div))) for k in range(-130, 130)]
+    xs += [0.0, -0.0, 1e30, -1e30, 3.4e38, -3.4e38, float(mean), 46.0, 230.0, 1e-38]
+    tokens = [np.format_float_positional(np.float32(x), unique=True, trim="-") for x in xs]
+    out = _run(exe, ["!1 i"] + [f"!{i + 2} p {t}" for i, t in enumerate(tokens)])
+    assert out[1].endswith(f" imean=0x{f32_bits(stage.mean[0]):08x} idiv=0x{f32_bits(stage.div[0]):08x}")
+    want = stage.quantize(np.array(xs, dtype=np.float32)).ravel().tolist()
+    got = [int(line.split()[2]) for line in out[2:]]
+    assert got == want
+
+
 # ---------------------------------------------------------------------------- refusals
 
 
@@ -246,10 +294,10 @@ def test_every_known_registration_exists_in_the_resolver(tmp_path):
 
 
 def _host_board(tflite_path: Path, tmp_path: Path, *, arena_need: int | None = None,
-                extra=(), in_zp_delta: int = 0) -> tuple[Path, object]:
+                extra=(), in_zp_delta: int = 0, stage=None) -> tuple[Path, object]:
     """Generate the sketch and link it with the stub TFLM and Serial into a host program."""
     sketch = tmp_path / "tinyml_hp"
-    _, data, plan = _generate(tflite_path, sketch, arena_bytes=1400)
+    _, data, plan = _generate(tflite_path, sketch, arena_bytes=1400, stage=stage)
     header = (sketch / "tinyml_model.h").read_text()
     defines = {
         "FAKE_N_IN": plan.n_inputs, "FAKE_N_OUT": plan.n_outputs,

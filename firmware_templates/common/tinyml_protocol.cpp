@@ -26,10 +26,14 @@
  *   by V = 10^-e on byte arrays. Up to 20 significant digits are kept; a
  *   longer number keeps 20 and a sticky 21st digit (1 if any dropped digit
  *   is non-zero), exact unless the dropped digits decide a tie.
- * - QUANTIZE divides that float32 by the float32 input scale by long
- *   division, only as far as the result needs (see quantize()), with the
- *   result of rounding the quotient to float32 (ties to even) as an IEEE
- *   division does, then rounding half away from zero; clamps to int8.
+ * - The input pre-stage (ipytinyml/prestage.py): value k of a row (k =
+ *   its position modulo TINYML_N_INPUTS) becomes fl32(x - mean_k), one IEEE
+ *   float32 subtraction rounded to nearest even (sub_f32()), then
+ *   QUANTIZE with the divisor div_k: fl32(x / div_k) by long division,
+ *   only as far as the result needs (see quantize()), with the result of
+ *   rounding the quotient to float32 (ties to even) as an IEEE division
+ *   does, then rounding half away from zero; clamps to int8. With mean 0
+ *   and div = the input scale this is TFLite's QUANTIZE.
  * - The human answer prints scale * (q - zero_point), computed exactly, with
  *   two decimals (rounded half away from zero).
  */
@@ -54,6 +58,15 @@
 /* Values per request; at most 40 tokens fit in a 79-character line. */
 #define MAX_VALUES_RAW (MAX_INFERENCES * N_IN)
 #define MAX_VALUES (MAX_VALUES_RAW <= 40 ? MAX_VALUES_RAW : N_IN <= 40 ? (40 / N_IN) * N_IN : N_IN)
+
+/* The input pre-stage's constants: per feature {mean, divisor} as float32
+ * bits. The generated tinyml_model.h holds the initializer, so the table
+ * sits in flash here, next to the code that reads it. */
+static const uint32_t input_stage[N_IN][2] TINYML_PROGMEM = TINYML_INPUT_STAGE_BITS;
+
+/* float32 bits -> its biased exponent field, by byte moves (a 23-bit shift
+ * is a loop on AVR) */
+#define F32_BIASED(bits) ((uint8_t)((uint16_t)((bits) >> 16) >> 7))
 
 /* float32 bits -> mantissa with the hidden bit, unbiased exponent (normal floats) */
 #define F32_MANT(bits) ((uint32_t)(((bits) & 0x7fffffUL) | 0x800000UL))
@@ -139,6 +152,22 @@ static void put_hex(uint32_t v)
         uint8_t d = (uint8_t)(v >> 28);
         v <<= 4;
         put_c((char)(d < 10 ? '0' + d : 'a' - 10 + d));
+    }
+}
+
+/* The pre-stage table as two info fields: " imean=<hex>,<hex>,..." (column 0)
+ * and " idiv=..." (column 1); the keys sit 8 bytes apart in stage_keys. */
+static const char stage_keys[] TINYML_PROGMEM = " imean=\0 idiv=";
+
+static void put_stage(void)
+{
+    for (uint8_t col = 0; col < 2; col++) {
+        put_flash(stage_keys + 8 * col);
+        for (uint8_t k = 0; k < N_IN; k++) {
+            if (k)
+                put_c(',');
+            put_hex(TINYML_FLASH_U32(&input_stage[k][col]));
+        }
     }
 }
 
@@ -361,7 +390,68 @@ static int16_t big_round(void)
     return round_mantissa(m, sticky, x);
 }
 
-/* TFLite QUANTIZE of the float32 f_*: t = x / scale rounded to float32,
+/* f_* = fl32(f_* - m), m given by its float32 bits (finite): one IEEE
+ * float32 subtraction, rounded to nearest, ties to even, with integers only.
+ *
+ * Both mantissas get 5 bits below them (so they are below 2^29) and the one
+ * with the smaller exponent is shifted right to the other's, every bit
+ * shifted out kept in bit 0 (a sticky bit). x - m = x + (-m): the magnitudes
+ * are added when the signs of x and m differ, else |m| is subtracted in two's
+ * complement and a negative result flips the sign. The sum r (< 2^30) is
+ * normalized to bit 29 and round_mantissa() rounds it as an integer, ties to
+ * even. That is the rounding of the exact difference: an alignment of 0 or
+ * 1 bit loses nothing; a longer one leaves r odd with the exact sum strictly
+ * between r - 1 and r + 1, and r has at least 28 bits, so every rounding
+ * boundary (a multiple of 2^3 or more) lies outside that interval.
+ * Results below 2^-126 flush to zero, as parsed values do (a difference that
+ * small quantizes to the zero point for any divisor >= 2^-100); beyond
+ * float32 range f_exp is 128, which quantize() saturates as IEEE's infinity
+ * would. Exponents fit int8 (-126..127). On an Uno this takes about 300-350
+ * cycles for values near the mean and at most about 1000 for absurd ones
+ * (3e38 against a mean of 1: the alignment stops once only the sticky bit
+ * is left); benchmarks/bench_prestage_cycles.py measures it. */
+static void sub_f32(uint32_t m)
+{
+    uint32_t a = f_mant << 5, b = m & 0x7fffffUL;
+    int8_t ea = (int8_t)f_exp, e_a = ea, eb = (int8_t)(F32_BIASED(m) - 127);
+
+    if (eb != -127)
+        b |= 0x800000UL;            /* the hidden bit of a normal m */
+    else
+        eb = -126;                  /* a subnormal m: 0.fraction * 2^-126 */
+    if (!b)
+        return;                     /* x - 0 = x: the identity stage costs nothing */
+    b <<= 5;
+    if (!a || eb > ea)
+        ea = eb;                    /* the result's exponent (x = 0: m's) */
+    /* once 0 or 1 (sticky only), an operand stays so: stop shifting */
+    for (; e_a < ea && a > 1; e_a++) {
+        if (a & 1)
+            a = (a >> 1) | 1;
+        else
+            a >>= 1;
+    }
+    for (; eb < ea && b > 1; eb++) {
+        if (b & 1)
+            b = (b >> 1) | 1;
+        else
+            b >>= 1;
+    }
+    if (f_neg == (uint8_t)(m >> 31))
+        b = 0 - b;                  /* same signs: |x| - |m| */
+    a += b;
+    if (a >> 31) {
+        a = 0 - a;
+        f_neg ^= 1;
+    }
+    int16_t e = (int16_t)(ea + 1);
+    for (; a && !(a & 0x20000000UL); e--)
+        a <<= 1;
+    f_exp = round_mantissa(a >> 5, (uint8_t)(a & 31), e);
+}
+
+/* TFLite QUANTIZE of the float32 f_* with the divisor div (float32 bits; the
+ * input scale when the stage is the identity): t = x / div rounded to float32,
  * round half away from zero, add the zero point, clamp to int8. |t| >= 256
  * saturates (TFLite's cast to int32 is undefined beyond 2^31).
  *
@@ -373,18 +463,18 @@ static int16_t big_round(void)
  * carries into n + 0.5 (ties go there too: its mantissa is even), so n + 1.
  * That is (floor(2 |t|) + 1 + carry) / 2, and the first zero bit below h
  * rules the carry out: usually a bit or two after h, not 25 bits. */
-static int8_t quantize(void)
+static int8_t quantize(uint32_t div)
 {
     int16_t r = 0;
     if (f_mant) {
-        uint32_t a = f_mant, v = F32_MANT(TINYML_INPUT_SCALE_BITS);
-        int16_t x = (int16_t)(f_exp - F32_EXP(TINYML_INPUT_SCALE_BITS));
+        uint32_t a = f_mant, v = F32_MANT(div);    /* div is normal: >= 2^-100 */
+        int16_t x = (int16_t)(f_exp - (F32_BIASED(div) - 127));
         uint16_t n = 0;     /* floor(2 |t|), then |t| rounded */
         if (a < v) {
             a <<= 1;
             x--;
         }
-        /* now v <= a < 2v: |x / scale| = (a / v) * 2^x; beyond 2^8 all
+        /* now v <= a < 2v: |x / div| = (a / v) * 2^x; beyond 2^8 all
          * saturate, so 2^8 stands for them */
         if (x > 8)
             x = 8;
@@ -520,12 +610,17 @@ static uint8_t parse_value(char cmd, int8_t *q)
     return 0;
 }
 
-/* The value token at cur as the int8 the model gets. */
-static uint8_t value(char cmd, int8_t *q)
+/* The value token at cur as the int8 the model gets; k: its feature (its
+ * position in the row), which picks the pre-stage's mean and divisor. Not
+ * inlined: the two passes of run_values() share one copy (saves flash). */
+__attribute__((noinline)) static uint8_t value(char cmd, int8_t *q, uint8_t k)
 {
     uint8_t rc = parse_value(cmd, q);
-    if (!rc && cmd != 'r')
-        *q = quantize();
+    if (!rc && cmd != 'r') {
+        const uint32_t *c = input_stage[k];
+        sub_f32(TINYML_FLASH_U32(c));
+        *q = quantize(TINYML_FLASH_U32(c + 1));
+    }
     return rc;
 }
 
@@ -551,11 +646,13 @@ static uint8_t run_values(char cmd)
      * which the parser has passed (value k goes to line[k]; value k ends
      * beyond index 5 + 2k); a human line keeps its text for the echo. */
     for (cur = start; skip_seps(); count++) {
-        rc = value(cmd, &q);
+        rc = value(cmd, &q, k);
         if (rc)
             return rc;
         if (cmd)
             line[count] = (char)q;
+        if (++k == N_IN)
+            k = 0;
     }
     if (count == 0 || count > MAX_VALUES || count % N_IN)
         return E_COUNT;
@@ -567,7 +664,7 @@ static uint8_t run_values(char cmd)
             q = (int8_t)line[i];
         } else {
             skip_seps();
-            value(cmd, &q);             /* human line: quantize again */
+            value(cmd, &q, k);          /* human line: quantize again */
         }
         in_q[k] = q;
         if (++k == N_IN) {
@@ -644,6 +741,7 @@ static void answer_info(void)
     put_u(tinyml_port_free_ram());
     PUT(" max=");
     put_u(MAX_VALUES);
+    put_stage();
     put_eol();
 }
 

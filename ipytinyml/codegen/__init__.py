@@ -59,6 +59,35 @@ def render(template: str, context: dict, *, model_hash: str) -> str:
     return text.rstrip("\n") + "\n"
 
 
+def input_stage_for(plan, stage=None):
+    """The input pre-stage a sketch for ``plan`` computes on the board.
+
+    ``None`` is the plan's own stage if it carries one (``plan.stage``), else
+    the identity stage (mean 0, divisor the graph's input scale: plain
+    QUANTIZE). A stage whose feature count or zero point disagrees with the
+    plan's int8 input, or with a stage the plan carries, is refused (one-line
+    ConvertError).
+    """
+    from ..errors import ConvertError
+    from ..prestage import InputStage
+
+    own = getattr(plan, "stage", None)
+    if stage is None:
+        stage = own
+    elif own is not None and own != stage:
+        raise ConvertError("the input pre-stage given differs from the one the model plan carries: "
+                           "re-run %tinyml_quantize")
+    if stage is None:
+        return InputStage.identity(plan.input.scale, plan.input.zero_point, plan.n_inputs)
+    if not isinstance(stage, InputStage):
+        raise ConvertError(f"the input pre-stage must be an InputStage, not {type(stage).__name__}")
+    if stage.n_inputs != plan.n_inputs or int(stage.zero_point) != int(plan.input.zero_point):
+        raise ConvertError(f"the input pre-stage ({stage.n_inputs} features, zero point "
+                           f"{stage.zero_point}) does not fit the int8 model ({plan.n_inputs} inputs, "
+                           f"zero point {plan.input.zero_point}): re-run %tinyml_quantize")
+    return stage
+
+
 def __getattr__(name):  # lazy: importing the package must stay cheap
     if name == "generate_native":
         from .native import generate_native

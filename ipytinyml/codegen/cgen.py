@@ -167,6 +167,34 @@ def int_array(values: Iterable[int], ctype: str, *, indent: str = "    ",
     return ",\n".join(lines)
 
 
+def _short(x: float) -> str:
+    """The shortest %g text that reads back as the float32 x (for comments)."""
+    for digits in range(1, 10):
+        text = f"{x:.{digits}g}"
+        if struct.unpack("<f", struct.pack("<f", float(text)))[0] == x:
+            return text
+    return f"{x:.9g}"
+
+
+def stage_table(mean: Iterable[float], div: Iterable[float], *, indent: str = "    ") -> str:
+    """The rows of ``TINYML_INPUT_STAGE_BITS``: ``{mean bits, div bits}`` per feature,
+    exact float32 bits, each row commented with its values, continued as one macro.
+
+    >>> print(stage_table([0.0, 97.5], [0.0246, 1.5]))
+        {0x00000000UL, 0x3cc985f0UL}, /* feature 0: mean 0, div 0.0246 */ \\
+        {0x42c30000UL, 0x3fc00000UL}  /* feature 1: mean 97.5, div 1.5 */
+    """
+    rows = list(zip(mean, div))
+    lines = []
+    for k, (m, d) in enumerate(rows):
+        last = k == len(rows) - 1
+        m32, d32 = struct.unpack("<2f", struct.pack("<2f", float(m), float(d)))
+        row = f"{indent}{{{float32_bits(m32)}, {float32_bits(d32)}}}" + (" " if last else ",")
+        note = f" /* feature {k}: mean {_short(m32)}, div {_short(d32)} */"
+        lines.append(row + note + ("" if last else " \\"))
+    return "\n".join(lines)
+
+
 def struct_init(fields: Iterable[str]) -> str:
     """A brace initializer from already-rendered field literals.
 

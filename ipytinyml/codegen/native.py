@@ -51,8 +51,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConvertError
+from ..prestage import InputStage
 from ..quant import DenseLayer, ModelPlan, multiply_by_quantized_multiplier
-from . import cgen
+from . import cgen, input_stage_for
 from . import render as _render
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
@@ -572,10 +573,11 @@ _HASH = re.compile(r"[0-9a-f]{1,64}\Z")
 
 
 def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
-                  output_label: str = "y") -> dict[str, str]:
+                  output_label: str = "y", stage: InputStage | None = None) -> dict[str, str]:
     """The generated files as ``{file name: text}``, without writing anything."""
     if not isinstance(model_hash, str) or not _HASH.match(model_hash):
         raise ConvertError(f"model_hash must be lowercase hex digits, got {model_hash!r}")
+    stage = input_stage_for(plan, stage)
     kernels = plan_kernels(plan)
     buffers = _buffers(plan)
     names = [f"tinyml_activations_{j}" for j in range(len(buffers))]
@@ -593,6 +595,7 @@ def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
         "n_inputs": plan.n_inputs, "n_outputs": plan.n_outputs, "n_layers": n,
         "input_scale_bits": cgen.float32_bits(plan.input.scale),
         "input_zero_point": cgen.int_literal(plan.input.zero_point),
+        "input_stage_rows": cgen.stage_table(stage.mean, stage.div),
         "output_scale_bits": cgen.float32_bits(plan.output.scale),
         "output_zero_point": cgen.int_literal(plan.output.zero_point),
         "input_label": cgen.string_literal(input_label),
@@ -607,7 +610,7 @@ def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
 
 
 def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: str = "x",
-                    output_label: str = "y") -> list[Path]:
+                    output_label: str = "y", stage: InputStage | None = None) -> list[Path]:
     """Write the native runtime's C sources for ``plan`` into ``out_dir``.
 
     Parameters
@@ -616,6 +619,8 @@ def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: s
     out_dir : folder to write into (created if missing); other files are left alone
     model_hash : first hex digits of the .tflite's SHA-256, reported by the firmware
     input_label, output_label : names the firmware prints for the input and output
+    stage : the input pre-stage (``ipytinyml.prestage.InputStage``) the board applies to
+        typed values; None: the identity stage (plain QUANTIZE with the input scale)
 
     Returns
     -------
@@ -625,7 +630,7 @@ def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: s
     ------
     ConvertError
         The plan uses something the native runtime does not support (named in
-        the message), or ``model_hash`` is not hex.
+        the message), ``model_hash`` is not hex, or ``stage`` does not fit the plan.
 
     Examples
     --------
@@ -634,7 +639,7 @@ def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: s
     ...                 model_hash="3f2a9c01d4e5", input_label="horsepower", output_label="mpg")
     """
     files = render_native(plan, model_hash=model_hash, input_label=input_label,
-                          output_label=output_label)
+                          output_label=output_label, stage=stage)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

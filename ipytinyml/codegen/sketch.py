@@ -15,8 +15,9 @@ from pathlib import Path
 
 from typing import Callable
 
+from ..prestage import InputStage
 from ..quant import ModelPlan
-from . import render, template_root
+from . import input_stage_for, render, template_root
 
 COMMON_FILES = ("tinyml_port.h", "tinyml_protocol.h", "tinyml_protocol.cpp")
 
@@ -49,9 +50,16 @@ def write_sketch_folder(folder: Path, sketch_name: str, fill: Callable[[Path], o
 
 
 def render_native_sketch(plan: ModelPlan, folder: Path, *, sketch_name: str, board_name: str,
-                         model_hash: str, input_label: str, output_label: str) -> Path:
-    """Write ``folder/<sketch_name>/`` for the native runtime (replacing it whole)."""
+                         model_hash: str, input_label: str, output_label: str,
+                         stage: InputStage | None = None) -> Path:
+    """Write ``folder/<sketch_name>/`` for the native runtime (replacing it whole).
+
+    ``stage`` is the input pre-stage the board applies to typed values (None:
+    the identity stage, plain QUANTIZE); ``model_hash`` is reported as given.
+    """
     from .native import generate_native
+
+    stage = input_stage_for(plan, stage)  # refused before anything is written
 
     def fill(staging: Path) -> None:
         copy_common(staging)
@@ -60,7 +68,7 @@ def render_native_sketch(plan: ModelPlan, folder: Path, *, sketch_name: str, boa
                      model_hash=model_hash)
         (staging / f"{sketch_name}.ino").write_text(ino)
         generate_native(plan, staging, model_hash=model_hash, input_label=input_label,
-                        output_label=output_label)
+                        output_label=output_label, stage=stage)
 
     return write_sketch_folder(folder, sketch_name, fill)
 

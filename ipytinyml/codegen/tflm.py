@@ -322,7 +322,7 @@ def _version() -> str:
 def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: str,
                   header: str = DEFAULT_HEADER, input_label: str, output_label: str,
                   board_name: str, sketch_name: str | None = None,
-                  arena_bytes: int | None = None) -> list[Path]:
+                  arena_bytes: int | None = None, stage=None) -> list[Path]:
     """Write a complete TFLM sketch for ``model_bytes`` into ``out_dir``.
 
     Parameters
@@ -339,6 +339,8 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
     sketch_name : name of the ``.ino`` (default: the folder's name; arduino-cli
         requires the two to match)
     arena_bytes : measured arena use to size from instead of measuring with tflite-micro
+    stage : the input pre-stage (``ipytinyml.prestage.InputStage``) the board applies to
+        typed values; None: the identity stage (plain QUANTIZE with the input scale)
 
     Returns
     -------
@@ -348,7 +350,8 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
     ------
     ConvertError
         Per-channel weights, an op the resolver cannot register, a schema
-        version other than 3, or an unknown header.
+        version other than 3, an unknown header, or a ``stage`` that does not
+        fit the plan.
     """
     from ..tflite_file import read_tflite
 
@@ -361,6 +364,9 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
         raise ConvertError(f"model hash {model_hash!r} is not lowercase hex")
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,32}", str(board_name)):
         raise ConvertError(f"board name {board_name!r} must be 1-32 letters, digits or _.:-")
+    from . import cgen, input_stage_for
+
+    stage = input_stage_for(plan, stage)
     library = library_for_header(header)
     model = read_tflite(model_bytes)
     _check_model(model, plan)
@@ -375,6 +381,7 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
         ops=ops, n_inputs=plan.n_inputs, n_outputs=plan.n_outputs,
         input_scale_bits=_float32_bits(plan.input.scale), input_scale=repr(plan.input.scale),
         input_zero_point=_int_literal(plan.input.zero_point),
+        input_stage_rows=cgen.stage_table(stage.mean, stage.div),
         output_scale_bits=_float32_bits(plan.output.scale), output_scale=repr(plan.output.scale),
         output_zero_point=_int_literal(plan.output.zero_point),
         input_label=_c_string(input_label), output_label=_c_string(output_label),
@@ -396,17 +403,22 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
 
 def render_tflm_sketch(model_bytes: bytes, plan: ModelPlan, folder, *, sketch_name: str,
                        board_name: str, model_hash: str, input_label: str, output_label: str,
-                       header: str = DEFAULT_HEADER, arena_bytes: int | None = None) -> Path:
+                       header: str = DEFAULT_HEADER, arena_bytes: int | None = None,
+                       stage=None) -> Path:
     """Write ``folder/<sketch_name>/`` (replacing it whole, never half-written) and return it.
 
     The TFLM twin of ``sketch.render_native_sketch``: the sketch is generated
     in a staging folder beside the target and swapped in when complete.
+    ``stage``: the input pre-stage (None: the identity stage), as in ``generate_tflm``.
     """
+    from . import input_stage_for
     from .sketch import write_sketch_folder
+
+    stage = input_stage_for(plan, stage)  # refused before anything is written
 
     def fill(staging: Path) -> None:
         generate_tflm(model_bytes, plan, staging, sketch_name=sketch_name, board_name=board_name,
                       model_hash=model_hash, input_label=input_label, output_label=output_label,
-                      header=header, arena_bytes=arena_bytes)
+                      header=header, arena_bytes=arena_bytes, stage=stage)
 
     return write_sketch_folder(folder, sketch_name, fill)

@@ -33,15 +33,16 @@ def build(model: FakeModel, out: Path) -> Path:
     return out
 
 
-def build_parse_driver(model: FakeModel, out: Path) -> Path:
-    """Compile parse_driver.cpp (the protocol's number code, white-box)."""
+def build_parse_driver(model: FakeModel, out: Path, driver: str = "parse_driver.cpp") -> Path:
+    """Compile parse_driver.cpp (the protocol's number code, white-box), or another
+    white-box driver of this folder (sub_driver.cpp: the pre-stage's subtraction)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["g++", "-std=c++11", "-O1", *WARNINGS, *model.defines(), f"-I{COMMON}", f"-I{HERE}",
-           str(HERE / "parse_driver.cpp"), str(COMMON / "host_port.cpp"),
+           str(HERE / driver), str(COMMON / "host_port.cpp"),
            str(HERE / "tinyml_model.cpp"), "-o", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
-        raise RuntimeError(f"parse driver build failed:\n{' '.join(cmd)}\n{r.stderr}")
+        raise RuntimeError(f"{driver} build failed:\n{' '.join(cmd)}\n{r.stderr}")
     return out
 
 

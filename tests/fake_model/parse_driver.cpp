@@ -30,7 +30,8 @@ int main(void)
                 bits = ((uint32_t)(f_exp + 127) << 23) | (f_mant & 0x7fffffUL);
             if (f_neg)
                 bits |= 0x80000000UL;
-            quantized = quantize();
+            sub_f32(input_stage[0][0]);
+            quantized = quantize(input_stage[0][1]);
         }
         printf("%u %08x %d\n", rc, (unsigned)bits, quantized);
     }

@@ -1,13 +1,15 @@
 """A Python model of the board side of docs/protocol.md, for the tests.
 
 Written from the spec, independently of the C code, with exact arithmetic
-(``fractions.Fraction``) for number parsing and numpy float32 for QUANTIZE, so
+(``fractions.Fraction``) for number parsing and numpy float32 for the input
+pre-stage (``ipytinyml.prestage.InputStage.quantize``, the reference), so
 comparing the board's bytes with :func:`board_output` checks the firmware
 line by line. Timing fields are replaced by ``*`` on both sides
 (:func:`normalize`).
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import struct
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+
+from ipytinyml.prestage import InputStage, f32_bits
 
 LINE_MAX = 79
 SEPS = b" ,\t"
@@ -54,9 +58,34 @@ class FakeModel:
     fail_input: int = -77
     board: str = "host"
     cycles: bool = True
+    # the input pre-stage, float32 bits per feature; None: the identity stage
+    # (mean 0, divisor the input scale)
+    mean_bits: tuple[int, ...] | None = None
+    div_bits: tuple[int, ...] | None = None
+    step: int = 3            # y[j] = x[j % n_in] + step * j (0: an echo when n_out == n_in)
+
+    @functools.cached_property
+    def stage(self) -> InputStage:
+        """The pre-stage as ipytinyml.prestage's reference (numpy float32)."""
+        mean = self.mean_bits or (0,) * self.n_in
+        div = self.div_bits or (self.input_scale_bits,) * self.n_in
+        return InputStage(mean=tuple(bits_to_f32(b) for b in mean),
+                          div=tuple(bits_to_f32(b) for b in div), zero_point=self.input_zero_point)
+
+    def _table(self) -> str:
+        """The TINYML_INPUT_STAGE_BITS initializer: {mean, div} bits per feature."""
+        st = self.stage
+        return "{" + ", ".join(f"{{{f32_bits(m):#010x}UL, {f32_bits(d):#010x}UL}}"
+                               for m, d in zip(st.mean, st.div)) + "}"
+
+    def header(self) -> str:
+        """#defines that configure tests/fake_model/tinyml_model.h (for builds without -D)."""
+        return "".join(f"#define {d[2:].replace('=', ' ', 1)}\n" for d in self.defines())
 
     def defines(self) -> list[str]:
         return [
+            f"-DTINYML_INPUT_STAGE_BITS={self._table()}",
+            f"-DFAKE_STEP={self.step}",
             f"-DTINYML_N_INPUTS={self.n_in}",
             f"-DTINYML_N_OUTPUTS={self.n_out}",
             f'-DTINYML_MODEL_HASH="{self.model_hash}"',
@@ -91,10 +120,13 @@ class FakeModel:
     def invoke(self, x: list[int]) -> list[int] | None:
         if x[0] == self.fail_input:
             return None
-        return [max(-128, min(127, x[j % self.n_in] + 3 * j)) for j in range(self.n_out)]
+        return [max(-128, min(127, x[j % self.n_in] + self.step * j)) for j in range(self.n_out)]
 
-    def quantize(self, x: float) -> int:
-        return quantize(x, self.input_scale, self.input_zero_point)
+    def quantize(self, x: float, k: int = 0) -> int:
+        """Feature k's int8: the pre-stage reference (InputStage.quantize)."""
+        row = [0.0] * self.n_in
+        row[k] = x
+        return int(self.stage.quantize(row)[0, k])
 
     def identity(self) -> str:
         return (f"proto=1 runtime={self.runtime} board={self.board} model={self.model_hash} "
@@ -106,7 +138,12 @@ class FakeModel:
     def info(self, rid: int) -> str:
         return (f"@{rid} ok {self.identity()} iscale={self.input_scale_bits:#010x} "
                 f"izp={self.input_zero_point} oscale={self.output_scale_bits:#010x} "
-                f"ozp={self.output_zero_point} arena={self.arena} free=0 max={self.max_values}")
+                f"ozp={self.output_zero_point} arena={self.arena} free=0 max={self.max_values} "
+                f"imean={self._hex(self.stage.mean)} idiv={self._hex(self.stage.div)}")
+
+    @staticmethod
+    def _hex(values) -> str:
+        return ",".join(f"{f32_bits(v):#010x}" for v in values)
 
 
 # ---------------------------------------------------------------- numbers
@@ -281,7 +318,7 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
         code, v = parse_int8(t) if cmd == b"r" else parse_decimal(t)
         if code:
             return err(code)
-        values.append(v if cmd == b"r" else model.quantize(v))
+        values.append(v if cmd == b"r" else model.quantize(v, len(values) % model.n_in))
     if not values or len(values) > model.max_values or len(values) % model.n_in:
         return err(3)
     outs = []

@@ -3,8 +3,10 @@
  * protocol tests (tests/test_protocol_host.py, tests/test_link.py) and the
  * AVR size check. Same interface as the generated file (docs/internals.md).
  *
- * y[j] = clamp(x[j % N_IN] + 3 * j, -128, 127) in int8 (so y[0] is the
- * quantized input itself, which lets the tests check QUANTIZE bit for bit),
+ * y[j] = clamp(x[j % N_IN] + FAKE_STEP * j, -128, 127) in int8, FAKE_STEP 3
+ * unless overridden (so y[0] is the quantized input itself, which lets the
+ * tests check QUANTIZE bit for bit; with FAKE_STEP 0 and N_OUT = N_IN the
+ * whole int8 input row comes back, which shows every feature's pre-stage),
  * and tinyml_model_invoke() fails (returns 1) when x[0] == FAKE_FAIL_INPUT,
  * so the "model failed" error can be tested. Every constant can be overridden
  * with -D on the compiler command line.
@@ -46,6 +48,18 @@
 #endif
 #ifndef TINYML_ARENA_BYTES
 #define TINYML_ARENA_BYTES 65
+#endif
+/* The input pre-stage: per feature {mean, divisor} as float32 bits. Default:
+ * the identity stage (mean 0, divisor the input scale) of a one-input model;
+ * tests with more inputs define it. */
+#ifndef TINYML_INPUT_STAGE_BITS
+#if TINYML_N_INPUTS != 1
+#error "define TINYML_INPUT_STAGE_BITS for more than one input"
+#endif
+#define TINYML_INPUT_STAGE_BITS {{0x00000000UL, TINYML_INPUT_SCALE_BITS}}
+#endif
+#ifndef FAKE_STEP
+#define FAKE_STEP 3
 #endif
 #ifndef FAKE_FAIL_INPUT
 #define FAKE_FAIL_INPUT (-77)
