@@ -112,7 +112,11 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
     # test_ports.py) would rightly report; a real board's port has no such holder.
     from ipytinyml import ports
     monkeypatch.setattr(ports, "ensure_free", lambda device: None)
-    elf = next((model / "hp" / "build" / "sim" / "cache").glob("*/firmware.elf"))
+    from ipytinyml import deploy
+
+    # the Uno's firmware, built here (a cache hit when another test built it): no test order
+    sketch, _, _ = deploy.generate("hp", model)
+    elf = deploy.build(sketch, model / "hp" / "build" / "sim").elf
     with VirtualBoard(elf) as uno:
         device = tmp_path / "ttyACM0"
         device.symlink_to(uno.port)
