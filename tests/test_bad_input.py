@@ -328,7 +328,7 @@ CASES: dict[str, Case] = {
     "tflite missing": Case("%tinyml_flash --board sim", "%tinyml_quantize", _remove("model_int8.tflite")),
     "tflite older than training": Case("%tinyml_flash --board sim", "%tinyml_quantize",
                                        lambda ctx: ctx.run("%tinyml_train --epochs 2 --seed 1")),
-    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr", _no_toolchain),
+    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr, binutils-avr, gcc;", _no_toolchain),
     "no arduino-cli": Case("%tinyml_flash --board uno", "arduino-cli is not installed", _no_arduino_cli),
     "missing board": Case("%tinyml_flash --board uno", "no arduino:avr:uno board found",
                           lambda ctx: use_stand_in_cli(ctx.monkeypatch)),
