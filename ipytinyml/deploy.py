@@ -176,6 +176,9 @@ def flash(name: str, root, *, board: str = "auto", port: str | None = None,
     """See ``ipytinyml.api.flash``."""
     if runtime not in (None, "native", "tflm"):
         raise TinyMLError(f"unknown runtime {runtime!r}; use native or tflm")
+    if port and _BOARD_ALIASES.get((board or "").strip()) == VIRTUAL_BOARD:
+        raise TinyMLError(f"port {port!r} is for a real board; the virtual board makes its own port: "
+                          "drop the port, or choose board='uno' or 'nano33ble'")
     target, note = choose_target(board, port)
     if note and progress:
         progress(note)

@@ -458,7 +458,7 @@ Examples
         if args.port is not None and requested in ("sim", "virtual"):
             raise TinyMLError(f"--port {args.port} is for a real board; the virtual board (--board "
                               "sim) makes its own port: drop --port, or choose --board uno|nano33ble")
-        port = (args.port if args.port is not None else self.port) or None
+        port = None if requested == "sim" else (args.port if args.port is not None else self.port) or None
         name = api.resolve_name(args.name, self.root)
         previous = self._board
         notes = []
