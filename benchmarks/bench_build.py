@@ -8,7 +8,8 @@ quantizing the default model (not timed):
 
 1. cold: ``tm.flash(board="sim")`` -> first ``board.predict``, timed per stage
    (generate, compile = arduino-builder incl. the Arduino core, start =
-   the simavr harness incl. its first compile, connect = banner + info);
+   the simavr harness incl. its first compile and the bootloader's, upload =
+   avrdude into the virtual Uno's optiboot, connect = banner + info);
 2. cached: close, ``tm.flash`` the unchanged model again (the build cache
    hits; the harness is already built) -> first prediction;
 3. rebuild: retrain with another seed and requantize (not timed), then

@@ -42,6 +42,7 @@ BENCHES = {
     "build": ("bench_build.py", []),
     "notebook": ("bench_notebook.py", []),
     "serial": ("bench_serial.py", []),
+    "upload": ("bench_upload.py", []),
 }
 
 
@@ -269,6 +270,23 @@ def rows_own_data(e):
              _met(d["met"]) + ("" if all(c["goal"] for c in autompg) else " (0.02 goal missed)"))]
 
 
+def rows_upload(e):
+    d = e["data"]
+    s, met = d["summary"], d["met"]
+    text = (f"avrdude -> optiboot: {s['bytes']:,} B written + verified in {s['upload_s']:.2f} s (mean of "
+            f"{len(d['uploads'])} uploads to one running simulator, max {s['upload_s_max']:.2f} s); banners in "
+            f"2 s after each upload {s['banners']}; re-flash after retraining {s['reflash_s']:.2f} s to the "
+            f"first prediction (max {s['reflash_s_max']:.2f}; upload {s['reflash_upload_s']:.2f}, connect "
+            f"{s['reflash_connect_s']:.2f})")
+    verdict = (("real tools **met**" if met["no_reset_loop"] else "real tools **missed** (reset loop)")
+               + ", re-flash " + ("**met**" if met["reflash"] else
+                                  "minimum **met**, goal **missed**" if met["reflash_minimum"] else "**missed**"))
+    return [("virtual Uno upload", text, "uploads through its bootloader with the real avrdude; re-flash "
+             "after retraining <= 8 s (minimum < 10 s)", verdict)]
+
+
+
+
 def details_own_data(d) -> list[str]:
     out = ["### Accuracy on your own data", "",
            f"`benchmarks/bench_own_data.py`: {d['seeds']} seeds each (one split, seed 0; the seed draws the "
@@ -287,13 +305,13 @@ def details_own_data(d) -> list[str]:
 
 ROWS = {"own_data": rows_own_data, "training": rows_training, "cycles": rows_cycles, "arm": rows_arm,
         "emlearn": rows_emlearn, "parity": rows_parity, "footprint": rows_footprint, "build": rows_build,
-        "notebook": rows_notebook, "serial": rows_serial}
+        "notebook": rows_notebook, "serial": rows_serial, "upload": rows_upload}
 
 FALLBACK_ROW = {"own_data": ["accuracy, own data"], "training": ["accuracy", "training speed"],
                 "cycles": ["device cost"], "arm": ["device cost, Cortex-M4F"],
                 "emlearn": ["peer on the same chip"], "parity": ["parity"], "footprint": ["footprint"],
                 "build": ["virtual board build"], "notebook": ["notebook loop"],
-                "serial": ["serial throughput"]}
+                "serial": ["serial throughput"], "upload": ["virtual Uno upload"]}
 
 
 def _cell(text: str) -> str:
@@ -479,7 +497,7 @@ def write_markdown(results: dict, env: dict, path: Path, total_s: float, command
         f"simavr {v.get('simavr')}, {v.get('arm-none-eabi-gcc')}, {v.get('qemu-system-arm')}, "
         f"emlearn {v.get('emlearn')}",
         "- Load: the 1-minute load average before each benchmark is in the last column. Other sessions "
-        "share this machine; timing rows (training speed, build, notebook loop, serial) are slower under "
+        "share this machine; timing rows (training speed, build, notebook loop, serial, upload) are slower under "
         "load, cycle counts, bytes and parity are not.", "",
         "| row | measured | goal | verdict | command | load |", "|---|---|---|---|---|---|"]
     for row, measured, goal, verdict, cmd, load_before in rows:

@@ -34,15 +34,19 @@ class Prediction:
 class Board:
     """A board running an ipytinyml sketch, connected over serial.
 
-    Use as a context manager, or call ``close()``; closing a virtual board stops its simulator.
+    Use as a context manager, or call ``close()``. Closing closes the serial link; it stops
+    the simulator too when the board owns it (``owns_process``). The virtual Uno of
+    ``tm.flash(board="sim")`` is shared by every flash in the process and is not stopped.
     """
 
-    def __init__(self, link, plan: ModelPlan, *, kind: str, name: str, process=None, build=None):
+    def __init__(self, link, plan: ModelPlan, *, kind: str, name: str, process=None, build=None,
+                 owns_process: bool = True):
         self.link = link
         self.plan = plan
         self.kind = kind  # "sim", "uno", "nano33ble" or an FQBN
         self.name = name
         self.process = process  # the simulator, for the virtual board
+        self.owns_process = owns_process
         self.build = build  # flash/RAM figures of the sketch
         self.last_timing = None
 
@@ -124,7 +128,7 @@ class Board:
         try:
             self.link.close()
         finally:
-            if self.process is not None:
+            if self.process is not None and self.owns_process:
                 self.process.close()
 
     def __enter__(self):

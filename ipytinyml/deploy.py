@@ -46,16 +46,28 @@ def choose_target(board: str, port: str | None):
     if key == VIRTUAL_BOARD:
         return VIRTUAL_BOARD, None
     cli = arduino_cli.arduino_cli() if arduino_cli.find_arduino_cli() else None
-    if cli is None and key != "auto":
+    if cli is None and key != "auto" and not offline_avr(discovery.resolve_fqbn(key)[1]):
         arduino_cli.arduino_cli()  # raises the one-line "install arduino-cli" error
     found = discovery.list_ports(cli)
     target = discovery.find_board(key, port, cli=cli, ports=found)
     if target is None:
         return VIRTUAL_BOARD, discovery.no_board_note(found)
-    if cli is None:
+    if cli is None and not offline_avr(target.fqbn):
         return VIRTUAL_BOARD, (f"Found {target.name} on {target.port}, but arduino-cli is not installed "
                                "to upload to it: using the virtual Arduino Uno (simavr).")
     return target, target.note
+
+
+def offline_avr(fqbn: str) -> bool:
+    """True when ``fqbn`` can be built and uploaded without arduino-cli: an ``arduino:avr`` board
+    of Debian's core that avrdude reaches through a serial bootloader (the Uno and its kin)."""
+    from .errors import ToolchainError
+    from .toolchain.avrdude import upload_settings
+    try:
+        upload_settings(fqbn)
+    except ToolchainError:
+        return False
+    return True
 
 
 def _wire_label(text: str) -> str:
@@ -190,41 +202,93 @@ def flash(name: str, root, *, board: str = "auto", port: str | None = None,
     return _flash_real(name, root, target, runtime or target.runtime, progress, release)
 
 
-def _flash_virtual(name, root, progress, note):
-    from .board import Board
-    from .link import Link
-    from .toolchain.sim import VirtualBoard, check_virtual_board
+_sim_board = None  # weakref to the Board connected to the shared virtual Uno
 
+
+def _flash_virtual(name, root, progress, note):
+    """generate -> compile (cached) -> upload with avrdude into the virtual Uno's optiboot -> banner.
+
+    The same steps as a real Uno without arduino-cli, to the one virtual Uno of this process
+    (started once, empty, on first use; reflashing restarts nothing). A Board still connected
+    to it from an earlier flash is disconnected first, as the upload takes the port.
+    """
+    import weakref
+
+    from .toolchain.sim import check_virtual_board, virtual_uno
+
+    global _sim_board
     check_virtual_board()  # one line: an unsupported system, or every missing package at once
     _stage(progress, "generate")
     sketch, plan, model_hash = generate(name, root, VIRTUAL_BOARD)
     _stage(progress, "compile")
     result = build(sketch, artifacts.model_dir(root, name) / "build" / VIRTUAL_BOARD)
     _stage(progress, "start")
-    process = VirtualBoard(result.elf)
+    uno = virtual_uno()
+    previous = _sim_board() if _sim_board is not None else None
+    board = _upload_avrdude(name, result, uno.port, SIM_FQBN, None, plan, model_hash, progress,
+                            previous, kind=VIRTUAL_BOARD, process=uno, note=note)
+    _sim_board = weakref.ref(board)
+    return board
+
+
+def _upload_avrdude(name, result, port, fqbn, identity, plan, model_hash, progress, release, *,
+                    kind, process=None, note=None):
+    """Upload a BuildResult's hex with avrdude, then connect (shared by the virtual and real Uno)."""
+    from .toolchain.avrdude import upload_and_reacquire
+
+    uploaded, port = upload_and_reacquire(result.hex, port, fqbn, identity=identity, release=release,
+                                          progress=progress)
+    build_info = {"flash_bytes": result.flash_bytes, "ram_bytes": result.ram_bytes, "fqbn": fqbn,
+                  "note": note, "port": port, "upload": "avrdude",
+                  "upload_s": round(uploaded.seconds, 3)}
+    return _connect(port, identity, model_hash, plan, progress, kind=kind, name=name,
+                    build=build_info, process=process)
+
+
+def _connect(port, identity, model_hash, plan, progress, *, kind, name, build, process=None):
+    """After an upload: open the port when it is back, wait for the banner, check the model hash."""
+    from . import ports
+    from .board import Board
+    from .link import Link, LinkError
+
+    _stage(progress, "connect")
+    link = Link(ports.open_when_ready(port, identity=identity))
     try:
-        _stage(progress, "connect")
-        link = Link(process.port)
-        link.check_model(model_hash)
+        info = link.check_model(model_hash)
+        if info.runtime == "tflm" and not info.arena:
+            raise LinkError("TensorFlow Lite Micro could not set up its interpreter on the board; "
+                            "check the serial monitor for the reason")
     except BaseException:
-        process.close()
+        link.close()
         raise
-    return Board(link, plan, kind=VIRTUAL_BOARD, name=name, process=process,
-                 build={"flash_bytes": result.flash_bytes, "ram_bytes": result.ram_bytes,
-                        "fqbn": SIM_FQBN, "note": note})
+    return Board(link, plan, kind=kind, name=name, build=build, process=process,
+                 owns_process=process is None)
+
+
+def _flash_avrdude(name, root, target, runtime, progress, release):
+    """A real AVR board without arduino-cli: Debian's arduino-builder, then avrdude."""
+    if runtime == "tflm":
+        raise TinyMLError(f"the tflm runtime cannot run on {target.fqbn}; use --runtime native")
+    _stage(progress, "generate")
+    sketch, plan, model_hash = generate(name, root, target.fqbn, "native",
+                                        board_name=target.alias or target.fqbn.split(":")[2])
+    _stage(progress, "compile")
+    result = build(sketch, artifacts.model_dir(root, name) / "build" / target.fqbn.replace(":", "_"),
+                   fqbn=target.fqbn)
+    return _upload_avrdude(name, result, target.port, target.fqbn, target.identity, plan, model_hash,
+                           progress, release, kind=target.alias or target.fqbn, note=target.note)
 
 
 def _flash_real(name, root, target, runtime, progress, release):
     """generate -> compile (cached) -> close our port -> upload -> find the port again -> banner."""
     import json
 
-    from . import ports
-    from .board import Board
     from .codegen.sketch import folder_digest
     from .codegen.tflm import DEFAULT_HEADER, library_for_header
-    from .link import Link, LinkError
-    from .toolchain.arduino_cli import arduino_cli, upload_and_reacquire
+    from .toolchain.arduino_cli import arduino_cli, find_arduino_cli, upload_and_reacquire
 
+    if find_arduino_cli() is None:
+        return _flash_avrdude(name, root, target, runtime, progress, release)
     cli = arduino_cli()
     library = library_for_header(DEFAULT_HEADER) if runtime == "tflm" else None
     cli.check_ready(target.fqbn, library=library, header=DEFAULT_HEADER if library else None)
@@ -244,18 +308,8 @@ def _flash_real(name, root, target, runtime, progress, release):
         artifacts.write_text(meta, json.dumps(sizes))
     _, port = upload_and_reacquire(cli, target.port, target.fqbn, out_dir, identity=target.identity,
                                    release=release, progress=progress)
-    _stage(progress, "connect")
-    link = Link(ports.open_when_ready(port, identity=target.identity))
-    try:
-        info = link.check_model(model_hash)
-        if info.runtime == "tflm" and not info.arena:
-            raise LinkError("TensorFlow Lite Micro could not set up its interpreter on the board; "
-                            "check the serial monitor for the reason")
-    except BaseException:
-        link.close()
-        raise
-    return Board(link, plan, kind=target.alias or target.fqbn, name=name,
-                 build={**sizes, "port": port, "note": target.note})
+    return _connect(port, target.identity, model_hash, plan, progress, kind=target.alias or target.fqbn,
+                    name=name, build={**sizes, "port": port, "note": target.note})
 
 
 def evaluate(name: str, root, board, *, progress=None) -> dict:

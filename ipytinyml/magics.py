@@ -186,7 +186,7 @@ class TinyMLMagics(Magics):
         return self._board
 
     def close_board(self) -> None:
-        """Close the connected board (a virtual board's simulator stops)."""
+        """Close the connected board's serial link (the virtual Uno itself keeps running, with its sketch)."""
         board, self._board, self._flashed = self._board, None, None
         if board is not None:
             from .widgets import board_lock
@@ -429,11 +429,11 @@ Examples
                    "elsewhere).")
     @_cleandoc
     def tinyml_flash(self, line):
-        """Generate, compile and upload (or start) the firmware for the int8 model.
+        """Generate, compile and upload the firmware for the int8 model.
 
         Renders the sketch from the int8 .tflite, builds it (an unchanged
-        model reuses the cached build), uploads it to the board or starts the
-        virtual Uno, and connects over serial. The board a previous
+        model reuses the cached build), uploads it to the board (the virtual
+        Uno too: through its bootloader, with avrdude), and connects over serial. The board a previous
         %tinyml_flash connected keeps working until the new one is ready (its
         port is released just before an upload), then it is closed; if
         flashing fails, it stays. Shows the stages as they run, then the
@@ -444,8 +444,8 @@ Examples
         The virtual board runs on Linux (tested on Debian 12; Ubuntu has the
         same packages), not on Windows or macOS. It needs the Debian packages
         gcc-avr avr-libc binutils-avr arduino-core-avr arduino-builder
-        arduino-ctags libsimavr-dev libelf-dev gcc; whatever is missing is
-        named, all at once, with the apt-get command.
+        arduino-ctags libsimavr-dev libelf-dev gcc avrdude; whatever is
+        missing is named, all at once, with the apt-get command.
         """
         if _wants_help(line):
             print(self.tinyml_flash.__doc__)

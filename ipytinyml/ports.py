@@ -114,12 +114,38 @@ def _default_lister():
 # ------------------------------------------------------------------------------ holders
 
 
+def _pty_index(target: str) -> str | None:
+    """``"3"`` for ``/dev/pts/3``, else None."""
+    head, _, tail = target.rpartition("/")
+    return tail if head == "/dev/pts" and tail.isdigit() else None
+
+
+def _owns_pty(fd_dir: Path, fds: list[str], index: str) -> bool:
+    """True if the process holds the master side (``/dev/ptmx``) of pty ``index``."""
+    for fd in fds:
+        try:
+            if os.readlink(fd_dir / fd) != "/dev/ptmx":
+                continue
+            info = (fd_dir.parent / "fdinfo" / fd).read_text()
+        except OSError:
+            continue
+        if f"tty-index:\t{index}\n" in info:
+            return True
+    return False
+
+
 def port_holders(device: str | os.PathLike, *, proc: str | os.PathLike = "/proc") -> list[tuple[int, str]]:
     """``(pid, command name)`` of every process with ``device`` open (Linux ``/proc`` scan).
 
     Symlinks (``/dev/serial/by-id/...``) are resolved first. Processes whose
     file descriptors we may not read are skipped, so the list can be
     incomplete for other users' processes; empty where there is no ``/proc``.
+
+    For a pseudo-terminal, another process that also holds its master side
+    is the device itself (the virtual Uno's simulator keeps its end of the
+    line open, as the USB-serial chip of a real board is always there), not
+    a user of the port, and is left out. This Python process is always
+    listed: its own handles are the ones to release before an upload.
     """
     try:
         target = os.path.realpath(device)
@@ -127,6 +153,7 @@ def port_holders(device: str | os.PathLike, *, proc: str | os.PathLike = "/proc"
         return []
     holders = []
     proc = Path(proc)
+    pty_index = _pty_index(target)
     try:
         entries = [e for e in os.listdir(proc) if e.isdigit()]
     except OSError:
@@ -144,6 +171,8 @@ def port_holders(device: str | os.PathLike, *, proc: str | os.PathLike = "/proc"
             except OSError:
                 continue
         else:
+            continue
+        if pty_index is not None and int(entry) != os.getpid() and _owns_pty(fd_dir, fds, pty_index):
             continue
         try:
             name = (proc / entry / "comm").read_text().strip()

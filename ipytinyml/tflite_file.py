@@ -221,7 +221,8 @@ class TFLiteModel:
 
     @property
     def model_hash(self) -> str:
-        """First 12 hex digits of the file's SHA-256 (what the firmware reports)."""
+        """First 12 hex digits of the file's SHA-256 (a deployed model's hash also covers its input
+        pre-stage: ``prestage.model_hash``)."""
         return self.sha256[:12]
 
     def tensor(self, index: int) -> Tensor:

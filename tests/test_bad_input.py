@@ -59,9 +59,9 @@ def use_stand_in_cli(monkeypatch) -> None:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     """hp_mpg trained, quantized, built for the virtual Uno, and flashed once to a "real" Uno
-    (the stand-in arduino-cli, the virtual Uno behind a port-like symlink)."""
+    (the stand-in arduino-cli, which builds and uploads with avrdude for real, into a second
+    virtual Uno with the Uno's bootloader behind a port-like symlink)."""
     import ipytinyml as tm
-    from ipytinyml import ports
     from ipytinyml.toolchain.sim import VirtualBoard
 
     root = copy_root(pretrained(tmp_path_factory, flashed=True),
@@ -69,9 +69,7 @@ def base(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     try:
         use_stand_in_cli(mp)
-        mp.setattr(ports, "ensure_free", lambda device: None)
-        elf = next((root / NAME / "build" / "sim" / "cache").glob("*/firmware.elf"))
-        with VirtualBoard(elf) as uno:
+        with VirtualBoard(bootloader=True) as uno:
             device = root.parent / "ttyACM9"
             device.symlink_to(uno.port)
             tm.flash(name=NAME, root=root, board="uno", port=str(device)).close()
@@ -113,9 +111,11 @@ class Ctx:
         return magics_of(self.ip).current_board
 
     def fake_board(self, mode: str, **fields) -> None:
-        fake = FakeBoard(mode, info_fields(self.folder / "model_int8.tflite", **fields))
+        fake = FakeBoard(mode, info_fields(self.folder, **fields))
         self.cleanups.append(fake.close)
         use_stand_in_cli(self.monkeypatch)
+        # a scripted sketch, no bootloader, is behind the port: the upload is replayed
+        self.monkeypatch.setenv("FAKE_ARDUINO_CLI", "upload=recorded")
         self.values["port"] = fake.port
 
 
@@ -146,12 +146,19 @@ def _gone_mid_stream(ctx: Ctx) -> None:
 
 
 def _busy_port(ctx: Ctx) -> None:
+    import subprocess
+    import sys
+
     from ipytinyml.toolchain.sim import VirtualBoard
-    elf = next((ctx.folder / "build" / "sim" / "cache").glob("*/firmware.elf"))
-    uno = VirtualBoard(elf)  # its simulator holds the pty: another program has the port
+    uno = VirtualBoard(bootloader=True)
     ctx.cleanups.append(uno.close)
     device = ctx.tmp / "ttyACM0"
     device.symlink_to(uno.port)
+    # another program has the port open (a serial monitor)
+    holder = subprocess.Popen([sys.executable, "-c", f"import serial, time; s = serial.Serial({str(device)!r}); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    ctx.cleanups.append(lambda: (holder.kill(), holder.wait()))
+    assert holder.stdout.readline().strip() == "open"
     use_stand_in_cli(ctx.monkeypatch)
     ctx.values["port"] = str(device)
 
@@ -328,8 +335,9 @@ CASES: dict[str, Case] = {
     "tflite missing": Case("%tinyml_flash --board sim", "%tinyml_quantize", _remove("model_int8.tflite")),
     "tflite older than training": Case("%tinyml_flash --board sim", "%tinyml_quantize",
                                        lambda ctx: ctx.run("%tinyml_train --epochs 2 --seed 1")),
-    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr, binutils-avr, gcc;", _no_toolchain),
-    "no arduino-cli": Case("%tinyml_flash --board uno", "arduino-cli is not installed", _no_arduino_cli),
+    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr, binutils-avr, gcc, avrdude;",
+                              _no_toolchain),
+    "no arduino-cli": Case("%tinyml_flash --board nano33ble", "arduino-cli is not installed", _no_arduino_cli),
     "missing board": Case("%tinyml_flash --board uno", "no arduino:avr:uno board found",
                           lambda ctx: use_stand_in_cli(ctx.monkeypatch)),
     "busy port": Case("%tinyml_flash --board uno --port {port}", "busy", _busy_port),

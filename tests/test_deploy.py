@@ -22,9 +22,20 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def board(model):
-    with tm.flash(name="hp", root=model, board="sim") as b:
-        yield b
+def _boards():
+    held = []
+    yield held
+    for b in held:
+        b.close()
+
+
+@pytest.fixture
+def board(model, _boards):
+    """hp on the virtual Uno. Flashing the one virtual Uno again (as some tests do) disconnects
+    the earlier Board, so a closed one is replaced by a new flash (of the cached build)."""
+    if not _boards or _boards[-1].link.closed:
+        _boards.append(tm.flash(name="hp", root=model, board="sim"))
+    return _boards[-1]
 
 
 def test_all_256_raw_inputs_equal_tflite_micro(board, model):
@@ -40,10 +51,12 @@ def test_all_256_raw_inputs_equal_tflite_micro(board, model):
 
 
 def test_float_predictions_equal_tflite_micro(board, model):
-    x = np.array([[46.0], [97.5], [130.0], [150.0], [230.0], [-3.0], [1e4]], dtype=np.float32)
-    # the int8 graph takes standardized features: tflite-micro behind the board's input pre-stage
+    """Typed values through the board's pre-stage and graph == the pre-stage and tflite-micro."""
+    from ipytinyml.deploy import int8_model
     from ipytinyml.reference import run_staged
-    expected = run_staged(tm.tflite_path("hp", model), board.plan.input_stage, x, runner=run_micro)
+    x = np.array([[46.0], [97.5], [130.0], [150.0], [230.0], [-3.0], [1e4]], dtype=np.float32)
+    flatbuffer, _, stage = int8_model("hp", model)
+    expected = run_staged(flatbuffer, stage, x, runner=run_micro)
     np.testing.assert_array_equal(board.predict(x), expected)
 
 
@@ -59,13 +72,15 @@ def test_evaluate_writes_parity_and_latency(board, model):
 
 
 def test_info_reports_the_model_hash_and_quantization(board, model):
+    from ipytinyml.deploy import int8_model
+    from ipytinyml.prestage import model_hash
     info = board.info()
-    tflite = tm.tflite_path("hp", model)
-    plan = plan_from_model(read_tflite(tflite))
-    from ipytinyml.prestage import model_hash  # the graph and its input pre-stage
-    assert info.model == model_hash(tflite.read_bytes(), board.plan.input_stage)
+    flatbuffer, _, stage = int8_model("hp", model)
+    plan = plan_from_model(read_tflite(flatbuffer))
+    assert info.model == model_hash(flatbuffer, stage) != read_tflite(flatbuffer).model_hash
     assert (info.n_in, info.n_out, info.board, info.runtime) == (1, 1, "uno", "native")
     assert np.float32(info.input_scale) == np.float32(plan.input.scale)
+    assert (info.input_mean, info.input_div) == (stage.mean, stage.div)
 
 
 def test_reflash_of_unchanged_model_uses_the_cached_build(model, board):
@@ -104,8 +119,10 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
     compile -> release the old link -> upload -> find the port -> banner -> model hash.
 
     arduino-cli cannot be installed here: it is the stand-in in tests/fake_arduino_cli that
-    replays arduino-cli 1.5.1's JSON shapes. The "Uno" behind the port is real firmware: the
-    same Uno sketch running in simavr, its pty reached through a symlink named like a USB port.
+    replays arduino-cli 1.5.1's JSON shapes, and for arduino:avr boards really builds (Debian's
+    core) and really uploads with avrdude, as arduino-cli does. The "Uno" behind the port is a
+    second virtual Uno, empty, with the Uno's bootloader, its pty reached through a symlink
+    named like a USB port.
     """
     from pathlib import Path
 
@@ -114,16 +131,9 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
     fake = Path(__file__).resolve().parent / "fake_arduino_cli" / "arduino-cli"
     monkeypatch.setenv("IPYTINYML_ARDUINO_CLI", str(fake))
     monkeypatch.delenv("FAKE_ARDUINO_CLI", raising=False)
-    # The simulator keeps its own pty end open, which the busy-port check (tested in
-    # test_ports.py) would rightly report; a real board's port has no such holder.
-    from ipytinyml import ports
-    monkeypatch.setattr(ports, "ensure_free", lambda device: None)
-    from ipytinyml import deploy
-
-    # the Uno's firmware, built here (a cache hit when another test built it): no test order
-    sketch, _, _ = deploy.generate("hp", model)
-    elf = deploy.build(sketch, model / "hp" / "build" / "sim").elf
-    with VirtualBoard(elf) as uno:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_ARDUINO_CLI_LOG", str(log))
+    with VirtualBoard(bootloader=True) as uno:
         device = tmp_path / "ttyACM0"
         device.symlink_to(uno.port)
         notes = []
@@ -131,6 +141,13 @@ def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch)
             assert b.kind == "uno" and b.build["fqbn"] == "arduino:avr:uno"
             assert "upload" in notes and notes.index("compile") < notes.index("upload")
             assert b.predict_raw([-128, 0, 127]).shape == (3, 1)
+            from ipytinyml.deploy import int8_model
+            from ipytinyml.prestage import model_hash
+            flatbuffer, _, stage = int8_model("hp", model)
+            assert b.info().model == model_hash(flatbuffer, stage)  # the graph and its pre-stage
+        # the stand-in was asked to upload, and the board got its sketch through its bootloader
+        assert any(json.loads(line)[0] == "upload" for line in log.read_text().splitlines())
+        assert uno.boots[0] == "open" and uno.boots[-2:] == ["open", "watchdog"] and not uno.empty
         generated = model / "hp" / "firmware" / "arduino_avr_uno" / "tinyml_hp"
         assert (generated / "tinyml_hp.ino").is_file() and (generated / "tinyml_model.h").is_file()
 
@@ -150,3 +167,60 @@ def test_board_refuses_bad_inputs_before_sending(board, values):
         board.predict(values)
     assert "\n" not in str(info.value)
     assert board.predict([130.0]).shape == (1, 1)  # and keeps working
+
+
+def test_uno_without_arduino_cli_is_flashed_with_avrdude(model, monkeypatch, tmp_path):
+    """No arduino-cli anywhere: Debian's arduino-builder builds for arduino:avr:uno and the real
+    avrdude uploads into the Uno's bootloader. The Uno is a second virtual Uno, empty, reached
+    by its pty path (an explicit port may be any serial device: no USB id to match)."""
+    import serial
+
+    from ipytinyml.toolchain import avrdude, optiboot
+    from ipytinyml.toolchain.arduino_cli import find_arduino_cli
+    from ipytinyml.toolchain.sim import VirtualBoard
+
+    monkeypatch.delenv("IPYTINYML_ARDUINO_CLI", raising=False)
+    assert find_arduino_cli() is None
+    from ipytinyml.deploy import int8_model
+    from ipytinyml.prestage import model_hash as staged_hash
+    model_hash = staged_hash(*int8_model("hp", model)[::2])  # the graph and its input pre-stage
+    with VirtualBoard(bootloader=True) as uno:
+        notes = []
+        with tm.flash(name="hp", root=model, board="uno", port=uno.port, progress=notes.append) as b:
+            assert notes == ["generate", "compile", "upload", "connect"]
+            assert (b.kind, b.port, b.build["upload"], b.build["fqbn"]) == ("uno", uno.port, "avrdude",
+                                                                           "arduino:avr:uno")
+            assert b.info().model == model_hash
+            result = tm.evaluate_on_board(name="hp", root=model, board=b)
+            assert result["parity"]["matched"] == result["parity"]["total"] == 78
+            assert result["parity"]["raw_matched"] == result["parity"]["raw_total"] == 256
+        # the sketch keeps running: one banner in 3 s after the port is opened again
+        with serial.Serial(uno.port, 115200, timeout=0.1) as ser:
+            got, end = b"", time.monotonic() + 3.0
+            while time.monotonic() < end:
+                got += ser.read(4096)
+        assert got.count(b"#tinyml") == 1, got
+        # a separate avrdude run reads back what was uploaded
+        (uploaded_hex,) = (model / "hp" / "build" / "arduino_avr_uno" / "cache").glob("*/firmware.hex")
+        uploaded = optiboot.read_hex(uploaded_hex)
+        back = optiboot.read_hex(avrdude.read_flash(uno.port, tmp_path / "back.hex"))
+        assert {a: back.get(a, 0xFF) for a in uploaded} == uploaded
+        assert all(v == 0xFF for a, v in back.items() if a not in uploaded and a < optiboot.BOOT_START)
+
+
+def test_the_virtual_board_is_flashed_through_its_bootloader_without_restarting(model):
+    from ipytinyml.toolchain.sim import virtual_uno
+
+    first = tm.flash(name="hp", root=model, board="sim")
+    uno = virtual_uno()
+    pid, boots = uno.pid, len(uno.boots)
+    assert first.process is uno and first.build["upload"] == "avrdude"
+    second = tm.flash(name="hp", root=model, board="sim")
+    try:
+        assert second.process is uno and uno.pid == pid and uno.alive  # one device, many uploads
+        assert "open" in uno.boots[boots:] and "watchdog" in uno.boots[boots:]  # avrdude, then the sketch
+        assert first.link.closed  # the upload took the port from the earlier connection
+        assert second.predict_raw([0]).shape == (1, 1)
+    finally:
+        second.close()
+    assert uno.alive  # closing a Board does not stop the shared virtual Uno

@@ -85,7 +85,8 @@ def test_an_unmatched_quote_is_one_usage_error(line):
 
 
 def test_the_virtual_board_names_every_missing_package_at_once(tmp_path):
-    """Before, the compilers were named first and, once installed, gcc for the simulator."""
+    """Before, the compilers were named first and, once installed, gcc for the simulator (and
+    avrdude, which uploads to the virtual optiboot, on the way)."""
     from ipytinyml.toolchain.sim import check_virtual_board
 
     empty = tmp_path / "bin"
@@ -94,7 +95,7 @@ def test_the_virtual_board_names_every_missing_package_at_once(tmp_path):
     with pytest.raises(ToolchainError) as info:
         check_virtual_board(path=str(empty))
     message = str(info.value)
-    for package in ("arduino-builder", "arduino-ctags", "gcc-avr", "binutils-avr", "gcc"):
+    for package in ("arduino-builder", "arduino-ctags", "gcc-avr", "binutils-avr", "gcc", "avrdude"):
         assert f" {package}" in message
-    assert "apt-get install -y arduino-builder arduino-ctags gcc-avr binutils-avr gcc" in message
+    assert "apt-get install -y arduino-builder arduino-ctags gcc-avr binutils-avr gcc avrdude" in message
     assert "\n" not in message

@@ -5,7 +5,7 @@ the host's gcc against ``libsimavr`` on first use and cached) on an ELF built
 by :func:`~ipytinyml.toolchain.avr_build.build_sketch`; ``.port`` is then a
 pty path that pyserial (and ``ipytinyml.link``) opens like a real port::
 
-    with VirtualBoard(build.elf) as board:
+    with VirtualBoard(build.elf) as board:   # or VirtualBoard(bootloader=True): see below
         link = Link(board.port)      # the sketch starts when the port is first opened
         ...
         board.cycles()               # simulated CPU cycles so far
@@ -16,8 +16,18 @@ How it behaves, so it can be relied on:
   about 0.3 ms) and keeps up with it. A sketch that sleeps (SLEEP_MODE_IDLE) costs
   a few percent of a core; one that busy-polls costs what simavr needs for
   16 MHz of AVR (about an eighth of one core here).
-- By default the AVR is held in reset until the port is first opened, then
-  starts 0.2 s later, like an Uno that resets when its port opens: the first
+- With ``bootloader=True`` it is an Uno as it comes from the factory: the
+  Uno's bootloader (optiboot, :mod:`~ipytinyml.toolchain.optiboot`) at 0x7E00,
+  no sketch (or ``elf`` preloaded), and every open of the port resets the AVR
+  into the bootloader as DTR does on an Uno. The real ``avrdude`` uploads
+  through it (:mod:`~ipytinyml.toolchain.avrdude`); the flash keeps the sketch
+  while the simulator lives; after about a second without upload traffic the
+  bootloader starts the sketch through a watchdog reset, which prints its
+  banner, and the sketch runs until the next reset. :func:`virtual_uno` is
+  the one such board that ``tm.flash(board="sim")`` uploads to, again and
+  again. :attr:`VirtualBoard.boots` lists the resets ("open", "watchdog", ...).
+- Without a bootloader the AVR runs ``elf`` directly. By default it is held
+  in reset until the port is first opened, then starts 0.2 s later: the first
   opener sees the boot banner (pyserial discards pending input when it opens
   a port). Later opens do not reset it; :meth:`VirtualBoard.reset` does.
 - No orphans: the harness exits when its stdin reaches EOF (this process
@@ -50,7 +60,7 @@ from ..errors import ToolchainError
 from . import cache_dir
 from .avr_build import install_command
 
-__all__ = ["VirtualBoard", "harness_path", "missing_sim_packages", "check_virtual_board",
+__all__ = ["VirtualBoard", "virtual_uno", "harness_path", "missing_sim_packages", "check_virtual_board",
            "unsupported_platform", "HARNESS_SOURCE"]
 
 HARNESS_SOURCE = Path(__file__).with_name("simavr_harness.c")
@@ -108,13 +118,15 @@ def unsupported_platform() -> str | None:
 
 def check_virtual_board(path: str | None = None) -> None:
     """Raise one ``ToolchainError`` naming everything the virtual board lacks: an unsupported
-    system, or every missing Debian package (the compilers and the simulator's) at once."""
+    system, or every missing Debian package (the compilers, the simulator's, avrdude) at once."""
     problem = unsupported_platform()
     if problem:
         raise ToolchainError(problem)
     from .avr_build import missing_packages
+    from .avrdude import find_avrdude
 
-    missing = list(dict.fromkeys([*missing_packages(path), *missing_sim_packages(path)]))
+    uploader = [] if find_avrdude(path) else ["avrdude"]  # uploads through the virtual optiboot
+    missing = list(dict.fromkeys([*missing_packages(path), *missing_sim_packages(path), *uploader]))
     if missing:
         raise ToolchainError(
             f"the virtual board needs Debian packages {', '.join(missing)}; install them with: "
@@ -232,6 +244,8 @@ class _Channel:
         self.pty: queue.Queue[str] = queue.Queue()
         self.running = threading.Event()
         self.exit_line: str | None = None
+        self.boots: list[str] = []     # why each reset happened: open, command, watchdog
+        self.idle = threading.Event()  # the bootloader found no sketch (until the next BOOT)
         self.stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self.finished = threading.Event()
         threading.Thread(target=self._read_stdout, args=(proc.stdout,), daemon=True,
@@ -250,6 +264,11 @@ class _Channel:
                     self.running.set()
                 elif kind == "EXIT":
                     self.exit_line = line[5:]
+                elif kind == "BOOT":
+                    self.idle.clear()
+                    self.boots.append(line[5:].split(" ", 1)[0])
+                elif kind == "IDLE":
+                    self.idle.set()
                 elif kind in ("CYCLES", "RESET", "ERR"):
                     self.replies.put(line)
         except (OSError, ValueError):
@@ -304,7 +323,11 @@ class VirtualBoard:
         nothing in wall-clock terms).
     wait_for_open : bool
         Hold the AVR until the port is first opened (default True), so the
-        first opener sees the boot banner.
+        first opener sees the boot banner. Without a bootloader only.
+    bootloader : True or path, optional
+        Run a bootloader: True for the Uno's optiboot, or an Intel HEX for the
+        boot section. ``elf`` is then optional, the AVR is held until the port
+        is first opened, and every open resets it (as DTR does on an Uno).
     start_delay : float
         Seconds between that first open and the AVR starting.
     start_timeout : float
@@ -321,9 +344,11 @@ class VirtualBoard:
     """
 
     def __init__(self, elf=None, *, speed: float = 1.0, wait_for_open: bool = True,
-                 start_delay: float = 0.2, start_timeout: float = START_TIMEOUT, harness=None):
+                 start_delay: float = 0.2, start_timeout: float = START_TIMEOUT, harness=None,
+                 bootloader=None):
         if not speed >= 0:
             raise ToolchainError(f"speed must be >= 0 (1 = real time), not {speed!r}")
+        self.bootloader = bootloader
         self.speed = float(speed)
         self.wait_for_open = bool(wait_for_open)
         self.start_delay = float(start_delay)
@@ -336,28 +361,36 @@ class VirtualBoard:
         self.port: str | None = None
         self.pid: int | None = None
         self.elf: Path | None = None
-        if elf is not None:
+        if elf is not None or bootloader is not None:
             self.start(elf)
 
     # -- life cycle
 
-    def start(self, elf) -> "VirtualBoard":
-        """Start the harness on ``elf``; returns self once ``.port`` is known."""
+    def start(self, elf=None) -> "VirtualBoard":
+        """Start the harness on ``elf`` (optional with a bootloader); returns self once ``.port`` is known."""
         if self._proc is not None:
             raise ToolchainError("this virtual board is already started; close() it first, "
                                  "or make a new VirtualBoard")
-        elf = Path(elf)
-        if not elf.is_file():
-            raise ToolchainError(f"no firmware at {elf}: build the sketch first")
+        if elf is None and self.bootloader is None:
+            raise ToolchainError("give the virtual board a firmware ELF, or a bootloader to upload to")
+        if elf is not None:
+            elf = Path(elf)
+            if not elf.is_file():
+                raise ToolchainError(f"no firmware at {elf}: build the sketch first")
         harness = Path(self._harness) if self._harness is not None else harness_path()
         cmd = [str(harness), "--speed", repr(self.speed), "--parent-pid", str(os.getpid())]
         if threading.current_thread() is threading.main_thread():
             # PR_SET_PDEATHSIG fires when the forking *thread* ends, so only
             # ask for it from the main thread (which lives as long as we do).
             cmd.append("--pdeathsig")
-        if self.wait_for_open:
+        if self.bootloader is not None:
+            from .optiboot import optiboot_hex
+            hexfile = optiboot_hex() if self.bootloader is True else Path(self.bootloader)
+            cmd += ["--bootloader", str(hexfile), "--reset-on-open"]
+        elif self.wait_for_open:
             cmd += ["--wait-open", "--start-delay-ms", str(max(0, round(self.start_delay * 1000)))]
-        cmd.append(str(elf))
+        if elf is not None:
+            cmd.append(str(elf))
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, bufsize=1,
@@ -396,7 +429,8 @@ class VirtualBoard:
 
     def __repr__(self) -> str:
         state = "running" if self.alive else ("exited" if self._proc else "not started")
-        return f"<VirtualBoard {self.elf.name if self.elf else ''} on {self.port} ({state})>"
+        what = self.elf.name if self.elf else ("optiboot" if self.bootloader is not None else "")
+        return f"<VirtualBoard {what} on {self.port} ({state})>"
 
     # -- state
 
@@ -409,6 +443,17 @@ class VirtualBoard:
     def running(self) -> bool:
         """True once the AVR executes (with ``wait_for_open``, after the first open)."""
         return self._channel is not None and self._channel.running.is_set() and self.alive
+
+    @property
+    def boots(self) -> list[str]:
+        """Why the AVR was reset, one entry per reset so far: "open" (the port was opened, with
+        a bootloader), "command" (:meth:`reset`), "watchdog" (how optiboot starts the sketch)."""
+        return list(self._channel.boots) if self._channel else []
+
+    @property
+    def empty(self) -> bool:
+        """True while the bootloader found no sketch to start (a chip that was never flashed)."""
+        return self._channel is not None and self._channel.idle.is_set()
 
     @property
     def returncode(self) -> int | None:
@@ -516,6 +561,26 @@ class VirtualBoard:
         if self._channel is not None:
             time.sleep(0.05)  # let the stderr reader catch up
         return self._last_error()
+
+
+_shared: VirtualBoard | None = None
+_shared_lock = threading.Lock()
+
+
+def virtual_uno(*, harness=None) -> VirtualBoard:
+    """The virtual Uno of this Python process: optiboot in simavr, started once, flashed by avrdude.
+
+    Started on first use with only the bootloader (an Uno fresh from the
+    factory, no sketch); every upload goes through its bootloader, and the
+    flash keeps what was uploaded while the simulator lives. If it ended (it
+    was closed, or its AVR crashed) the next call starts a new one, empty.
+    It stops when this Python process exits.
+    """
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.alive:
+            _shared = VirtualBoard(bootloader=True, harness=harness)
+        return _shared
 
 
 def _main(argv=None) -> int:

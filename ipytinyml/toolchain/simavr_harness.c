@@ -5,7 +5,13 @@
  * pseudo-terminal, paced to real time.  Built and started by
  * ipytinyml/toolchain/sim.py; usable by hand too:
  *
- *   simavr_harness [options] firmware.elf
+ *   simavr_harness [options] [firmware.elf]
+ *     --bootloader HEX    load this Intel HEX (the Uno's optiboot) where it
+ *                         says, at the top of flash, and start there, as the
+ *                         BOOTRST fuse does; the ELF is then optional (an
+ *                         empty chip takes its sketch through the bootloader)
+ *     --reset-on-open     every open of the pty resets the AVR, as DTR does
+ *                         on an Uno; the AVR is held until the first open
  *     --mcu NAME          AVR part (default atmega328p)
  *     --freq HZ           clock (default 16000000)
  *     --speed X           sim time / wall time; 1 = real time (default),
@@ -26,6 +32,10 @@
  *   RUN                   the AVR started executing
  *   CYCLES <n>            answer to "cycles"
  *   RESET <n>             answer to "reset" (cycle count at the reset)
+ *   BOOT <why> <n>        the AVR was reset: open (the port was opened, with
+ *                         --reset-on-open), command ("reset"), watchdog
+ *   IDLE empty            the bootloader jumped to an empty application
+ *                         section: the AVR waits for the next reset
  *   ERR <text>            bad command
  *   EXIT <reason> ...     last line: eof | quit | signal N | parent |
  *                         crashed pc=.. cycle=.. | done pc=.. cycle=..
@@ -53,8 +63,24 @@
  *   one has the port open (up to the kernel's buffer plus TX_RING bytes;
  *   then it is dropped, as a real USB-serial bridge would), and a host
  *   closing and reopening the port does not hang up the line.
- * - No reset on open: opening the port does not reset the AVR (a real Uno
- *   resets through DTR, which a pty cannot carry).  "reset" on stdin does.
+ * - Reset on open (--reset-on-open): a real Uno resets when the host opens
+ *   its port (DTR, through a capacitor on RESET).  A pty carries no DTR, so
+ *   the open itself is the signal: an inotify IN_OPEN watch on the slave
+ *   device, read in the same ppoll().  The reset sets MCUSR.EXTRF, as the
+ *   RESET pin does; the Uno's optiboot only stays in the bootloader after
+ *   an external reset (without EXTRF it jumps straight to the sketch).
+ *   Without the option an open does not reset the AVR; "reset" on stdin
+ *   does, also with EXTRF (the reset button).
+ * - Bootloader (--bootloader): the HEX goes where its records say (0x7E00
+ *   for optiboot on the ATmega328P) and reset_pc points there.  SPM writes
+ *   from the bootloader program simavr's flash array, which lives as long as
+ *   this process: uploads persist across resets, not across restarts.  A
+ *   jump to an erased application section (word 0 is 0xFFFF) parks the AVR
+ *   until the next reset instead of letting simavr crash on the 0xFFFF
+ *   opcode (a real chip would slide through erased flash into the
+ *   bootloader, which jumps to the empty application again: nothing
+ *   observable happens until the next reset there either).
+ * - Watchdog: ours, not simavr's; see the comment above wdt_write().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -81,6 +107,7 @@
 #include "sim_time.h"
 #include "avr_timer.h"
 #include "avr_uart.h"
+#include "avr_watchdog.h"
 
 #define MAX_LAG_NS (100ull * 1000 * 1000)   /* drop lag beyond 100 ms */
 #define SLEEP_SLACK_NS (200ull * 1000)      /* block only when >= 0.2 ms ahead */
@@ -99,7 +126,14 @@ static int g_quit;                          /* "quit" or stdin EOF */
 static int g_parent_gone;
 static int g_reset_pending;
 static pid_t g_parent_pid;
-static int g_inotify_fd = -1;               /* --wait-open */
+static int g_inotify_fd = -1;               /* --wait-open, --reset-on-open */
+static int g_open_seen;                     /* an IN_OPEN event arrived */
+static int g_reset_on_open;
+
+/* the chip around the program: bootloader, held state, resets */
+static int g_boot_mode;                     /* --bootloader: reset_pc is the boot section */
+static int g_held;                          /* not executing: before the first open, or parked */
+static int g_started;                       /* RUN was printed */
 
 /* the AVR and its clock */
 static avr_t *g_avr;
@@ -322,9 +356,25 @@ static void read_stdin(void)
 	}
 }
 
+/* Drain the inotify watch on the pty slave; any IN_OPEN counts. */
+static void read_opens(void)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n;
+	while ((n = read(g_inotify_fd, buf, sizeof(buf))) > 0) {
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			if (ev->mask & IN_OPEN)
+				g_open_seen = 1;
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
 static int must_stop(void)
 {
-	return g_signal || g_quit || g_parent_gone || g_reset_pending;
+	return g_signal || g_quit || g_parent_gone || g_reset_pending
+		|| (g_reset_on_open && g_open_seen);
 }
 
 /* ------------------------------ waiting --------------------------- */
@@ -376,6 +426,8 @@ static void wait_events(int64_t timeout_ns)
 		pty_flush();
 	if (g_stdin_open && fds[stdin_at].revents)
 		read_stdin();
+	if (g_inotify_fd >= 0 && fds[n - 1].fd == g_inotify_fd && fds[n - 1].revents)
+		read_opens();
 }
 
 /* Non-blocking check, about once per simulated millisecond. */
@@ -465,6 +517,343 @@ static void patch_timer_modes(avr_t *avr)
 	}
 }
 
+/* ----------------------------- watchdog --------------------------- */
+
+/*
+ * The watchdog is modelled here, on simavr's registers but not with its
+ * code.  The Uno's bootloader starts the sketch through the watchdog: after
+ * an upload optiboot arms it at 16 ms and waits; the timeout resets the chip
+ * with MCUSR.WDRF set, which on the chip also forces WDE on (prescaler 0,
+ * 16 ms); optiboot sees WDRF, clears MCUSR, turns the watchdog off with the
+ * timed sequence (WDTCSR = WDCE|WDE, then within 4 cycles WDTCSR = 0) and
+ * jumps to the sketch, which then runs until the next reset.
+ *
+ * The reset loop seen in a first prototype (~100 banners/s after an upload)
+ * was not simavr's doing: it came from Debian 12's optiboot_atmega328.hex,
+ * whose version word at 0x7FFE overwrites the first "st" of
+ * watchdogConfig() and whose appStart() lies past the end of flash, so the
+ * timed sequence never runs and the watchdog keeps resetting the sketch.
+ * Measured: that hex, loaded leniently, loops with this model too; a
+ * correct build of the same source (optiboot.py) boots once with either.
+ * The loader above now refuses such a hex.
+ *
+ * We still take WDTCSR writes, the WDR instruction and the watchdog's part
+ * of a reset away from simavr 1.6's module, so that the chip's rules hold
+ * whatever the program does, and so the harness sees each watchdog reset:
+ * simavr resets from inside its own run callback, invisible to us (no BOOT
+ * line to count resets by, and our UART bridge would keep feeding a UART
+ * that was just reset); and its WDTCSR handler reads the "old" prescaler
+ * after storing the new value, so changing the timeout while the watchdog
+ * stays on keeps the old one (its WDCE handling has a history of fixes:
+ * simavr PR #110, issue #551).  What we do, from the ATmega328P datasheet
+ * ("Watchdog Timer", safety level 1: WDTON unprogrammed, as on the Uno):
+ *
+ * - WDE can be set at any time; it is cleared, and WDP changed, only by a
+ *   write with WDCE clear within 4 cycles of a write of WDCE|WDE.  While
+ *   MCUSR.WDRF is set, WDE stays set.
+ * - WDIE is freely writable; WDIF is cleared by writing one to it.
+ * - A timeout with WDIE set raises the WDT interrupt (with WDE also set,
+ *   the next timeout resets unless software sets WDIE again: the hardware
+ *   clears WDIE when the interrupt runs; we count from the raise).  With
+ *   WDE alone it resets the chip: flagged here, and done by the main loop
+ *   between instructions (not from inside simavr's timer processing).
+ * - After a watchdog reset: MCUSR.WDRF set, WDE on, prescaler 0 (16 ms).
+ *   After any other reset the watchdog is off.
+ * - WDR restarts the count.
+ */
+static avr_watchdog_t *g_wdt;
+static int g_wdce_open;                     /* a WDCE|WDE write opened the window */
+static avr_cycle_count_t g_wdce_until;      /* ... which closes after this cycle */
+static avr_cycle_count_t g_wdt_period;      /* cycles per timeout; 0 = stopped */
+static int g_wdt_irq_raised;                /* interrupt-and-reset mode: next timeout resets */
+static int g_wdt_reset_pending;             /* a timeout in reset mode */
+static int g_wdt_resetting;                 /* inside that reset */
+static unsigned long long g_wdt_resets;
+
+#define RB_MASK(rb) ((uint8_t)((rb).mask << (rb).bit))
+
+static avr_cycle_count_t wdt_period_cycles(avr_t *avr)
+{
+	unsigned wdp = avr_regbit_get_array(avr, g_wdt->wdp, 4);
+	if (wdp > 9)
+		wdp = 9;    /* reserved prescaler values */
+	return ((avr_cycle_count_t)2048 << wdp) * avr->frequency / 128000;
+}
+
+static avr_cycle_count_t wdt_timeout(avr_t *avr, avr_cycle_count_t when, void *param)
+{
+	(void)param;
+	int wde = avr_regbit_get(avr, g_wdt->wde);
+	if (avr_regbit_get(avr, g_wdt->watchdog.enable) && !(wde && g_wdt_irq_raised)) {
+		g_wdt_irq_raised = wde;
+		avr_raise_interrupt(avr, &g_wdt->watchdog);
+		return when + g_wdt_period;
+	}
+	if (wde) {
+		g_wdt_reset_pending = 1;
+		return 0;
+	}
+	g_wdt_period = 0;
+	return 0;
+}
+
+static void wdt_start(avr_t *avr)
+{
+	g_wdt_period = wdt_period_cycles(avr);
+	avr_cycle_timer_register(avr, g_wdt_period, wdt_timeout, NULL);
+}
+
+static void wdt_stop(avr_t *avr)
+{
+	g_wdt_period = 0;
+	avr_cycle_timer_cancel(avr, wdt_timeout, NULL);
+}
+
+static void wdt_write(avr_t *avr, avr_io_addr_t addr, uint8_t v, void *param)
+{
+	(void)param;
+	avr_watchdog_t *w = g_wdt;
+	const uint8_t wde = RB_MASK(w->wde), wdce = RB_MASK(w->wdce);
+	const uint8_t wdie = RB_MASK(w->watchdog.enable), wdif = RB_MASK(w->watchdog.raised);
+	uint8_t wdp = 0;
+	for (int i = 0; i < 4; i++)
+		wdp |= RB_MASK(w->wdp[i]);
+
+	uint8_t old = avr->data[addr];
+	int was_on = (old & (wde | wdie)) != 0;
+	avr_cycle_count_t old_period = wdt_period_cycles(avr);
+	int timed = g_wdce_open && avr->cycle <= g_wdce_until;
+	g_wdce_open = 0;
+
+	uint8_t now = old & (wde | wdp);                /* WDE and WDP stay ... */
+	if ((v & (wdce | wde)) == (wdce | wde)) {
+		now |= wde | wdce;                          /* ... open the window (WDE may be set) */
+		g_wdce_open = 1;
+		g_wdce_until = avr->cycle + 4;
+	} else if (timed && !(v & wdce)) {
+		now = v & (wde | wdp);                      /* ... change as asked in the window */
+	} else {
+		now |= v & wde;                             /* ... WDE can always be set */
+	}
+	if (avr_regbit_get(avr, w->wdrf))
+		now |= wde;                                 /* WDRF overrides WDE */
+	now |= v & wdie;
+	if ((old & wdif) && !(v & wdif))
+		now |= wdif;                                /* write one to clear */
+	if (v & wdie)
+		g_wdt_irq_raised = 0;
+	avr_core_watch_write(avr, addr, now);
+
+	int is_on = (now & (wde | wdie)) != 0;
+	if (!is_on)
+		wdt_stop(avr);
+	else if (!was_on || wdt_period_cycles(avr) != old_period)
+		wdt_start(avr);
+}
+
+/* The WDR instruction (simavr asks every module's ioctl until one answers). */
+static int wdt_ioctl(avr_io_t *io, uint32_t ctl, void *io_param)
+{
+	(void)io;
+	(void)io_param;
+	if (ctl != AVR_IOCTL_WATCHDOG_RESET)
+		return -1;
+	if (g_wdt_period)
+		wdt_start(g_avr);
+	return 0;
+}
+
+/* The watchdog's part of a reset (after simavr cleared the registers and timers). */
+static void wdt_reset(avr_io_t *io)
+{
+	(void)io;
+	g_wdce_open = 0;
+	g_wdt_irq_raised = 0;
+	g_wdt_period = 0;
+	if (g_wdt_resetting) {
+		avr_regbit_set(g_avr, g_wdt->wdrf);
+		avr_regbit_set(g_avr, g_wdt->wde);
+		wdt_start(g_avr);
+	}
+}
+
+static int wdt_take_over(avr_t *avr)
+{
+	for (avr_io_t *io = avr->io_port; io; io = io->next) {
+		if (io->kind && strcmp(io->kind, "watchdog") == 0) {
+			g_wdt = (avr_watchdog_t *)io;   /* the avr_io_t is its first member */
+			break;
+		}
+	}
+	if (!g_wdt || !g_wdt->wdce.reg) {
+		fprintf(stderr, "simavr_harness: this AVR has no watchdog we can model\n");
+		return -1;
+	}
+	/* replace, not add: avr_register_io_write() would chain simavr's handler */
+	avr->io[AVR_DATA_TO_IO(g_wdt->wdce.reg)].w.c = wdt_write;
+	avr->io[AVR_DATA_TO_IO(g_wdt->wdce.reg)].w.param = NULL;
+	g_wdt->io.ioctl = wdt_ioctl;
+	g_wdt->io.reset = wdt_reset;
+	avr_cycle_timer_cancel(avr, wdt_timeout, NULL);
+	return 0;
+}
+
+/* --------------------------- resets, boot --------------------------- */
+
+#define MCUSR_EXTRF 0x02                    /* bit 1 on every ATmega */
+
+/* After any reset: the UART starts over (bytes in flight are lost). */
+static void after_reset(const char *why)
+{
+	g_uart_xon = 0;              /* until the program enables RX */
+	g_rx_pos = g_rx_len = 0;
+	rebase();
+	proto("BOOT %s %llu", why, (unsigned long long)g_avr->cycle);
+}
+
+/* An external reset (the RESET pin: DTR on open, or the button). */
+static void external_reset(const char *why)
+{
+	avr_reset(g_avr);
+	g_avr->data[g_wdt->wdrf.reg] |= MCUSR_EXTRF;
+	g_held = 0;
+	after_reset(why);
+}
+
+static void watchdog_reset(void)
+{
+	g_wdt_reset_pending = 0;
+	g_wdt_resetting = 1;
+	avr_reset(g_avr);
+	g_wdt_resetting = 0;
+	g_wdt_resets++;
+	after_reset("watchdog");
+}
+
+static int hex_byte(const char *p)
+{
+	int v = 0;
+	for (int k = 0; k < 2; k++) {
+		char c = p[k];
+		int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
+			: c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/*
+ * Put an Intel HEX (the bootloader) into flash; the lowest address becomes
+ * reset_pc.  Our own reader: simavr 1.6's read_ihex_chunks() refuses the
+ * start-address record (type 03) that Debian's optiboot hex ends with.
+ * Records: 00 data, 01 end, 02/04 segment/linear base, 03/05 start address
+ * (ignored: the reset vector is the BOOTRST address).  Strict, as avrdude
+ * is when it writes a chip: data past the end of flash or two records for
+ * one address are errors (Debian 12's optiboot_atmega328.hex has both; see
+ * ipytinyml/toolchain/optiboot.py).
+ */
+static int load_bootloader(avr_t *avr, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "simavr_harness: cannot read the bootloader %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	char line[600];
+	uint8_t *seen = calloc((size_t)avr->flashend + 1, 1);     /* no record may overlap another */
+	if (!seen) {
+		fclose(f);
+		return -1;
+	}
+	uint32_t base = 0, lowest = UINT32_MAX;
+	int lineno = 0, ended = 0, bad = 0;
+	while (!ended && !bad && fgets(line, sizeof(line), f)) {
+		lineno++;
+		size_t len = strcspn(line, "\r\n");
+		line[len] = '\0';
+		if (len == 0)
+			continue;
+		uint8_t rec[260];
+		size_t nbytes = (len - 1) / 2;
+		if (line[0] != ':' || len % 2 == 0 || nbytes < 5 || nbytes > sizeof(rec)) {
+			bad = 1;
+			break;
+		}
+		uint8_t sum = 0;
+		for (size_t k = 0; k < nbytes; k++) {
+			int v = hex_byte(line + 1 + 2 * k);
+			if (v < 0) {
+				bad = 1;
+				break;
+			}
+			rec[k] = (uint8_t)v;
+			sum = (uint8_t)(sum + v);
+		}
+		if (bad || sum != 0 || rec[0] + 5u != nbytes) {
+			bad = 1;
+			break;
+		}
+		uint32_t addr = ((uint32_t)rec[1] << 8) | rec[2];
+		switch (rec[3]) {
+		case 0x00: {
+			uint32_t at = base + addr;
+			if ((uint64_t)at + rec[0] > (uint64_t)avr->flashend + 1) {
+				fprintf(stderr, "simavr_harness: the bootloader %s does not fit in the flash of %s "
+					"(line %d writes up to 0x%x)\n", path, avr->mmcu, lineno, at + rec[0] - 1);
+				free(seen);
+				fclose(f);
+				return -1;
+			}
+			for (uint32_t k = at; k < at + rec[0]; k++) {
+				if (seen[k]) {
+					fprintf(stderr, "simavr_harness: the bootloader %s writes flash address 0x%x "
+						"twice (line %d)\n", path, k, lineno);
+					free(seen);
+					fclose(f);
+					return -1;
+				}
+				seen[k] = 1;
+			}
+			memcpy(avr->flash + at, rec + 4, rec[0]);
+			if (rec[0] && at < lowest)
+				lowest = at;
+			break;
+		}
+		case 0x01:
+			ended = 1;
+			break;
+		case 0x02:
+			base = (((uint32_t)rec[4] << 8) | rec[5]) << 4;
+			break;
+		case 0x04:
+			base = (((uint32_t)rec[4] << 8) | rec[5]) << 16;
+			break;
+		case 0x03:
+		case 0x05:
+			break;
+		default:
+			bad = 1;
+		}
+	}
+	fclose(f);
+	free(seen);
+	if (bad || lowest == UINT32_MAX) {
+		fprintf(stderr, "simavr_harness: %s is not an Intel HEX bootloader (line %d)\n", path, lineno);
+		return -1;
+	}
+	avr->reset_pc = lowest;
+	avr->pc = lowest;
+	return 0;
+}
+
+/* The bootloader jumped to an application section that is erased. */
+static int jumped_to_empty_flash(void)
+{
+	return g_boot_mode && g_avr->pc == 0 && g_avr->flash[0] == 0xff && g_avr->flash[1] == 0xff;
+}
+
 /* --------------------------- first open --------------------------- */
 
 /* Watch the pty slave for opens; done before printing PTY so that an open
@@ -481,20 +870,12 @@ static int watch_opens(void)
 
 static void wait_first_open(int delay_ms)
 {
-	int opened = 0;
-	while (!opened && !g_signal && !g_quit && !g_parent_gone) {
+	while (!g_open_seen && !g_signal && !g_quit && !g_parent_gone) {
 		wait_events(g_parent_pid ? 500000000ll : -1);
-		char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-		ssize_t n = read(g_inotify_fd, buf, sizeof(buf));
-		for (char *p = buf; n > 0 && p < buf + n;) {
-			struct inotify_event *ev = (struct inotify_event *)p;
-			if (ev->mask & IN_OPEN)
-				opened = 1;
-			p += sizeof(*ev) + ev->len;
-		}
 		if (g_parent_pid && getppid() != g_parent_pid)
 			g_parent_gone = 1;
 	}
+	int opened = g_open_seen;
 	close(g_inotify_fd);
 	g_inotify_fd = -1;
 	/* let the opener finish configuring (and flushing) the port */
@@ -511,7 +892,26 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: simavr_harness [--mcu NAME] [--freq HZ] [--speed X] [--wait-open]\n"
 		"                      [--start-delay-ms N] [--parent-pid PID] [--pdeathsig]\n"
-		"                      firmware.elf\n");
+		"                      [--bootloader HEX] [--reset-on-open] [firmware.elf]\n"
+		"       (firmware.elf is required without --bootloader)\n");
+}
+
+/* The owner's "reset", or an open with --reset-on-open; returns 1 if one was done. */
+static int take_external_reset(void)
+{
+	if (g_reset_pending) {
+		g_reset_pending = 0;
+		g_open_seen = 0;    /* one reset for both */
+		proto("RESET %llu", (unsigned long long)g_avr->cycle);
+		external_reset("command");
+		return 1;
+	}
+	if (g_reset_on_open && g_open_seen) {
+		g_open_seen = 0;
+		external_reset("open");
+		return 1;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -519,7 +919,7 @@ int main(int argc, char **argv)
 	const char *mcu = "atmega328p";
 	unsigned long freq = 16000000ul;
 	int wait_open = 0, start_delay_ms = 200, pdeathsig = 0;
-	const char *elf = NULL;
+	const char *elf = NULL, *bootloader = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -538,13 +938,17 @@ int main(int argc, char **argv)
 			g_parent_pid = (pid_t)atoi(argv[++i]);
 		else if (!strcmp(a, "--pdeathsig"))
 			pdeathsig = 1;
+		else if (!strcmp(a, "--bootloader") && has_value)
+			bootloader = argv[++i];
+		else if (!strcmp(a, "--reset-on-open"))
+			g_reset_on_open = 1;
 		else if (a[0] == '-' || elf) {
 			usage();
 			return 1;
 		} else
 			elf = a;
 	}
-	if (!elf || freq == 0 || freq > UINT32_MAX || !(g_speed >= 0)) {
+	if ((!elf && !bootloader) || freq == 0 || freq > UINT32_MAX || !(g_speed >= 0)) {
 		usage();
 		return 1;
 	}
@@ -588,7 +992,7 @@ int main(int argc, char **argv)
 
 	elf_firmware_t fw;
 	memset(&fw, 0, sizeof(fw));
-	if (access(elf, R_OK) != 0 || elf_read_firmware(elf, &fw) != 0) {
+	if (elf && (access(elf, R_OK) != 0 || elf_read_firmware(elf, &fw) != 0)) {
 		fprintf(stderr, "simavr_harness: cannot read ELF firmware %s\n", elf);
 		return 1;
 	}
@@ -600,23 +1004,37 @@ int main(int argc, char **argv)
 	avr_init(g_avr);
 	g_avr->log = LOG_ERROR;     /* simavr 1.6 defaults to LOG_OUTPUT: crash reasons are errors */
 	patch_timer_modes(g_avr);
-	fw.frequency = (uint32_t)freq;
-	avr_load_firmware(g_avr, &fw);
+	if (wdt_take_over(g_avr) != 0)
+		return 1;
+	if (elf) {
+		fw.frequency = (uint32_t)freq;
+		avr_load_firmware(g_avr, &fw);
+	}
+	if (bootloader) {
+		if (load_bootloader(g_avr, bootloader) != 0)
+			return 1;
+		g_boot_mode = 1;
+	}
 	g_avr->frequency = (uint32_t)freq;
 	g_avr->sleep = sleep_hook;
 
 	if (uart_bridge_init(g_avr) != 0)
 		return 1;
-	if (wait_open && watch_opens() != 0)
+	if ((wait_open || g_reset_on_open) && watch_opens() != 0)
 		return 1;
 	proto("PTY %s", g_pty_name);
-	if (wait_open)
+	if (g_reset_on_open)
+		g_held = 1;             /* powered, held in reset until the first open */
+	else if (wait_open)
 		wait_first_open(start_delay_ms);
 
 	int exit_code = 0;
 	if (!g_signal && !g_quit && !g_parent_gone) {
-		proto("RUN");
-		rebase();
+		if (!g_held) {
+			proto("RUN");
+			g_started = 1;
+			rebase();
+		}
 		/* While the AVR runs: every 0.1 ms of sim time (about a byte time at
 		 * 115200 baud) look for host input and hold the sim back if it got
 		 * ahead of the wall clock; everything else every 1 ms. */
@@ -624,9 +1042,35 @@ int main(int argc, char **argv)
 		const avr_cycle_count_t service_every = g_avr->frequency / 1000;
 		avr_cycle_count_t next_input = 0, next_service = 0;
 		for (;;) {
+			if (g_held) {
+				/* nothing executes: wait for a reset (or the end) */
+				wait_events(g_parent_pid ? 500000000ll : -1);
+				if (g_parent_pid && getppid() != g_parent_pid)
+					g_parent_gone = 1;
+				if (g_signal || g_quit || g_parent_gone)
+					break;
+				if (take_external_reset()) {
+					next_input = next_service = 0;
+					if (!g_started) {
+						proto("RUN");
+						g_started = 1;
+					}
+				}
+				continue;
+			}
 			int state = avr_run(g_avr);
 			if (state == cpu_Done || state == cpu_Crashed)
 				break;
+			if (g_wdt_reset_pending) {
+				watchdog_reset();
+				next_input = next_service = 0;
+				continue;
+			}
+			if (jumped_to_empty_flash()) {
+				g_held = 1;
+				proto("IDLE empty");
+				continue;
+			}
 			if (rx_pending())
 				pump_rx();
 			if (g_avr->cycle < next_input)
@@ -640,14 +1084,8 @@ int main(int argc, char **argv)
 				continue;
 			next_service = g_avr->cycle + service_every;
 			service();
-			if (g_reset_pending) {
-				g_reset_pending = 0;
-				proto("RESET %llu", (unsigned long long)g_avr->cycle);
-				avr_reset(g_avr);
-				g_uart_xon = 0;              /* until the sketch enables RX */
-				g_rx_pos = g_rx_len = 0;     /* bytes in flight are lost */
-				rebase();
-			}
+			if (take_external_reset())
+				next_input = next_service = 0;
 			if (g_signal || g_quit || g_parent_gone)
 				break;
 		}

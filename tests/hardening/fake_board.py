@@ -71,18 +71,25 @@ class FakeBoard:
         os.close(self.master)
 
 
-def info_fields(tflite_path, *, model_hash: str | None = None) -> str:
-    """The key=value fields an ipytinyml Uno sketch answers to ``i`` for this model."""
-    from ipytinyml import artifacts
+def info_fields(model_folder, *, model_hash: str | None = None) -> str:
+    """The key=value fields an ipytinyml Uno sketch answers to ``i`` for the saved model in
+    ``model_folder`` (its int8 graph and input pre-stage)."""
+    from pathlib import Path
+
+    from ipytinyml.deploy import int8_model
+    from ipytinyml.prestage import model_hash as stage_hash
     from ipytinyml.quant import plan_from_model
     from ipytinyml.tflite_file import read_tflite
 
     from .fuzz import f32_bits
 
-    data = open(tflite_path, "rb").read()
+    folder = Path(model_folder)
+    data, _, stage = int8_model(folder.name, folder.parent)
     plan = plan_from_model(read_tflite(data))
-    model_hash = model_hash or artifacts.sha256(data)[:12]
+    model_hash = model_hash or stage_hash(data, stage)
+    hexes = lambda values: ",".join(f"{f32_bits(v):#010x}" for v in values)  # noqa: E731
     return (f"proto=1 runtime=native board=uno model={model_hash} in={plan.n_inputs} "
             f"out={plan.n_outputs} iscale={f32_bits(plan.input.scale):#010x} "
             f"izp={plan.input.zero_point} oscale={f32_bits(plan.output.scale):#010x} "
-            f"ozp={plan.output.zero_point} arena=65 free=1500 max=16")
+            f"ozp={plan.output.zero_point} arena=65 free=1500 max=16 "
+            f"imean={hexes(stage.mean)} idiv={hexes(stage.div)}")

@@ -114,8 +114,10 @@ def f32_bits(x: float) -> int:
 
 
 def real_model(plan, model_hash: str, input_label: str, output_label: str) -> RealModel:
+    stage = plan.input_stage
     return RealModel(
         n_in=plan.n_inputs, n_out=plan.n_outputs, model_hash=model_hash, runtime="native",
+        mean_bits=tuple(f32_bits(v) for v in stage.mean), div_bits=tuple(f32_bits(v) for v in stage.div),
         input_scale_bits=f32_bits(plan.input.scale), input_zero_point=int(plan.input.zero_point),
         output_scale_bits=f32_bits(plan.output.scale), output_zero_point=int(plan.output.zero_point),
         input_label=input_label, output_label=output_label, board="uno", cycles=True,
