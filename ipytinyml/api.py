@@ -14,6 +14,7 @@ import numpy as np
 
 from . import artifacts
 from .errors import TinyMLError
+from .quiet import tensorflow_quiet
 
 DEFAULT_ROOT = "tinyml"
 SPLIT_FILE = "data.npz"
@@ -78,6 +79,7 @@ def load_split(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) 
     return split
 
 
+@tensorflow_quiet
 def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp_mpg",
           root: str | os.PathLike = DEFAULT_ROOT, model=None, epochs: int | None = None,
           seed: int = 0, progress=None, task: str | None = None) -> dict:
@@ -147,6 +149,7 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
     return report
 
 
+@tensorflow_quiet
 def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
              variants=("float32", "int8"), per_channel: bool = False, int8_io: bool = False,
              progress=None) -> dict:

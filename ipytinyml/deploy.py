@@ -195,6 +195,9 @@ def flash(name: str, root, *, board: str = "auto", port: str | None = None,
     """See ``ipytinyml.api.flash``."""
     if runtime not in (None, "native", "tflm"):
         raise TinyMLError(f"unknown runtime {runtime!r}; use native or tflm")
+    if port and _BOARD_ALIASES.get((board or "").strip()) == VIRTUAL_BOARD:
+        raise TinyMLError(f"port {port!r} is for a real board; the virtual board makes its own port: "
+                          "drop the port, or choose board='uno' or 'nano33ble'")
     target, note = choose_target(board, port)
     if note and progress:
         progress(note)
@@ -218,9 +221,10 @@ def _flash_virtual(name, root, progress, note):
     """
     import weakref
 
-    from .toolchain.sim import virtual_uno
+    from .toolchain.sim import check_virtual_board, virtual_uno
 
     global _sim_board
+    check_virtual_board()  # one line: an unsupported system, or every missing package at once
     _stage(progress, "generate")
     sketch, plan, model_hash = generate(name, root, VIRTUAL_BOARD)
     _stage(progress, "compile")

@@ -37,7 +37,7 @@ import sys
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from traitlets import Bool, Int, TraitError, Unicode, validate
 
 from .errors import LinkError, TinyMLError
@@ -84,10 +84,32 @@ def _cleandoc(func):
     return func
 
 
+def split_line(line: str) -> list[str]:
+    """The magic's line as words, the way a shell reads them: quotes group and are removed
+    (``--name 'a b'`` is ``a b``), backslashes stay (``C:\\data\\cars.csv``), ``#`` is no comment.
+
+    An unmatched quote raises a one-line ``UsageError``.
+    """
+    lexer = shlex.shlex(line or "", posix=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    lexer.escape = ""
+    try:
+        return list(lexer)
+    except ValueError as exc:  # shlex: "No closing quotation"
+        raise UsageError(f"the options have an unmatched quote ({exc}): {(line or '').strip()}") from None
+
+
+def parse_line(magic, line: str):
+    """``parse_argstring`` with :func:`split_line`'s quoting (IPython keeps quotes and raises a
+    ValueError traceback on an unmatched one); argparse's errors are already UsageErrors."""
+    return magic.parser.parse_args(split_line(line))
+
+
 def _wants_help(line: str) -> bool:
     try:
-        words = shlex.split(line or "")
-    except ValueError:
+        words = split_line(line)
+    except UsageError:
         return False
     return "-h" in words or "--help" in words
 
@@ -305,7 +327,7 @@ Examples
         if _wants_help(line):
             print(self.tinyml_train.__doc__)
             return None
-        args = parse_argstring(self.tinyml_train, line)
+        args = parse_line(self.tinyml_train, line)
         from . import api
         from .views import TrainResult, native_stderr_quieted, trained_fit_png
 
@@ -360,7 +382,7 @@ Examples
         if _wants_help(line):
             print(self.tinyml_quantize.__doc__)
             return None
-        args = parse_argstring(self.tinyml_quantize, line)
+        args = parse_line(self.tinyml_quantize, line)
         from . import api
         from .views import QuantizeResult, native_stderr_quieted
 
@@ -418,16 +440,25 @@ Examples
         flash and RAM the sketch uses and what the board reports about
         itself. The board stays connected for %tinyml_predict. Returns a
         FlashResult (``r.board`` is the Board).
+
+        The virtual board runs on Linux (tested on Debian 12; Ubuntu has the
+        same packages), not on Windows or macOS. It needs the Debian packages
+        gcc-avr avr-libc binutils-avr arduino-core-avr arduino-builder
+        arduino-ctags libsimavr-dev libelf-dev gcc avrdude; whatever is
+        missing is named, all at once, with the apt-get command.
         """
         if _wants_help(line):
             print(self.tinyml_flash.__doc__)
             return None
-        args = parse_argstring(self.tinyml_flash, line)
+        args = parse_line(self.tinyml_flash, line)
         from . import api
         from .views import FlashResult
 
         requested = check_board(args.board if args.board is not None else self.board)
-        port = (args.port if args.port is not None else self.port) or None
+        if args.port is not None and requested in ("sim", "virtual"):
+            raise TinyMLError(f"--port {args.port} is for a real board; the virtual board (--board "
+                              "sim) makes its own port: drop --port, or choose --board uno|nano33ble")
+        port = None if requested == "sim" else (args.port if args.port is not None else self.port) or None
         name = api.resolve_name(args.name, self.root)
         previous = self._board
         notes = []
@@ -485,7 +516,7 @@ Examples
         if _wants_help(line):
             print(self.tinyml_predict.__doc__)
             return None
-        args = parse_argstring(self.tinyml_predict, line)
+        args = parse_line(self.tinyml_predict, line)
         from .views import EvaluateResult, PredictResult, model_columns
         from .widgets import BoardSlider, board_lock
 

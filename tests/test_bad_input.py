@@ -177,6 +177,15 @@ def _no_arduino_cli(ctx: Ctx) -> None:
     ctx.monkeypatch.setenv("PATH", str(empty))
 
 
+def _no_posix_modules(ctx: Ctx) -> None:
+    """Python as on Windows: no fcntl, termios or pty (importing them raises ImportError)."""
+    import sys
+
+    from ipytinyml.toolchain.sim import PLATFORM_MODULES
+    for module in PLATFORM_MODULES:
+        ctx.monkeypatch.setitem(sys.modules, module, None)
+
+
 def _namespace(**values):
     def setup(ctx: Ctx) -> None:
         ctx.ip.user_ns.update(values)
@@ -261,6 +270,9 @@ CASES: dict[str, Case] = {
     "train no features": Case("%tinyml_train --features ,", "no feature columns"),
     "train name with ..": Case("%tinyml_train --name ../x", "not a plain identifier"),
     "train absolute name": Case("%tinyml_train --name /tmp/x", "not a plain identifier"),
+    "train unmatched quote": Case('%tinyml_train --features "model_year', "unmatched quote"),
+    "train cell unmatched quote": Case("%%tinyml_train --name 'other\n# x\n", "unmatched quote"),
+    "train quoted name keeps no quotes": Case("%tinyml_train --name 'a b'", "name 'a b' is not"),
     "train not a DataFrame": Case("%tinyml_train --data not_a_frame", "not a pandas DataFrame",
                                   _namespace(not_a_frame=[1, 2, 3])),
     "train empty DataFrame": Case("%tinyml_train --data empty_df", "DataError", _empty_frame),
@@ -287,6 +299,7 @@ CASES: dict[str, Case] = {
     "quantize no variant": Case("%tinyml_quantize --variants ,", "variant"),
     "quantize unknown model": Case("%tinyml_quantize --name hp_mgp", "did you mean 'hp_mpg'"),
     "quantize extra argument": Case("%tinyml_quantize now", "unrecognized arguments"),
+    "quantize unmatched quote": Case("%tinyml_quantize --name 'hp_mpg", "unmatched quote"),
     "report.json not JSON": Case("%tinyml_quantize", "report.json", _write("report.json", "{not json")),
     "report.json binary": Case("%tinyml_quantize", "report.json", _write("report.json", b"\xff\xfe\x00")),
     "report.json a list": Case("%tinyml_quantize", "report.json", _write("report.json", "[1, 2]")),
@@ -309,6 +322,11 @@ CASES: dict[str, Case] = {
     "flash bad FQBN": Case("%tinyml_flash --board arduino:avr:uno;reboot", "unknown board"),
     "flash port like an option": Case("%tinyml_flash --board uno --port=-rf", "not a serial port",
                                       lambda ctx: use_stand_in_cli(ctx.monkeypatch)),
+    "flash unmatched quote": Case('%tinyml_flash --port "/dev/ttyACM0', "unmatched quote"),
+    "flash port with the virtual board": Case("%tinyml_flash --board sim --port /dev/ttyACM0",
+                                              "--port /dev/ttyACM0 is for a real board"),
+    "flash virtual board without fcntl": Case("%tinyml_flash --board sim", "not supported on this system",
+                                              _no_posix_modules),
     "tflite not a model": Case("%tinyml_flash --board sim", "ConvertError", _write("model_int8.tflite", "hello")),
     "tflite truncated": Case("%tinyml_flash --board sim", "ConvertError", _truncate("model_int8.tflite", 0.6)),
     "tflite empty": Case("%tinyml_flash --board sim", "empty", _write("model_int8.tflite", b"")),
@@ -317,7 +335,8 @@ CASES: dict[str, Case] = {
     "tflite missing": Case("%tinyml_flash --board sim", "%tinyml_quantize", _remove("model_int8.tflite")),
     "tflite older than training": Case("%tinyml_flash --board sim", "%tinyml_quantize",
                                        lambda ctx: ctx.run("%tinyml_train --epochs 2 --seed 1")),
-    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr", _no_toolchain),
+    "missing toolchain": Case("%tinyml_flash --board sim", "gcc-avr, binutils-avr, gcc, avrdude;",
+                              _no_toolchain),
     "no arduino-cli": Case("%tinyml_flash --board nano33ble", "arduino-cli is not installed", _no_arduino_cli),
     "missing board": Case("%tinyml_flash --board uno", "no arduino:avr:uno board found",
                           lambda ctx: use_stand_in_cli(ctx.monkeypatch)),
@@ -327,6 +346,7 @@ CASES: dict[str, Case] = {
     "stale model hash": Case("%tinyml_flash --board uno --port {port}", "re-flash",
                              lambda ctx: ctx.fake_board("stale", model_hash="0123456789ab")),
     # -- %tinyml_predict
+    "predict unmatched quote": Case("%tinyml_predict '130", "unmatched quote", Ctx.sim_board),
     "predict no board": Case("%tinyml_predict 130", "no board connected"),
     "predict not a number": Case("%tinyml_predict 13O", "not a number", Ctx.sim_board),
     "predict nan": Case("%tinyml_predict nan", "not a number", Ctx.sim_board),
@@ -377,3 +397,45 @@ def test_bad_input_is_one_line_and_loses_nothing(ip, base, tmp_path, monkeypatch
 
 def test_the_matrix_is_big_enough():
     assert len(CASES) >= 40
+
+
+NO_POSIX = """
+import sys
+from IPython.core.interactiveshell import InteractiveShell  # IPython on Linux needs pty itself
+shell = InteractiveShell.instance()
+for module in ("fcntl", "termios", "pty"):
+    sys.modules[module] = None  # import raises ImportError, as on Windows
+import importlib, pkgutil
+import ipytinyml
+for info in pkgutil.walk_packages(ipytinyml.__path__, "ipytinyml."):
+    importlib.import_module(info.name)
+shell.run_line_magic("load_ext", "ipytinyml")
+print("magics:", " ".join(sorted(shell.magics_manager.registry["TinyMLMagics"].magics["line"])))
+shell.run_line_magic("config", "TinyMLMagics.root = {root!r}")
+result = shell.run_cell("%tinyml_flash --board sim --name hp_mpg")
+print("error:", type(result.error_in_exec).__name__)
+"""
+
+
+def test_without_fcntl_termios_pty_the_package_loads_and_the_virtual_board_is_one_line(base, tmp_path):
+    """A fresh interpreter with fcntl, termios and pty unimportable (Windows has none of them):
+    every ipytinyml module imports, the magics load, and the virtual board is one line saying
+    it is unsupported. IPython is imported before the modules are blocked: on Linux it needs
+    pty itself (through pexpect), on Windows it does not."""
+    import subprocess
+    import sys
+
+    import ipytinyml
+
+    root = copy_root(base, tmp_path / "root")
+    here = str(Path(ipytinyml.__file__).resolve().parent.parent)  # this checkout's package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    run = subprocess.run([sys.executable, "-c", NO_POSIX.format(root=str(root))], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "magics: tinyml_flash tinyml_predict tinyml_quantize tinyml_train" in run.stdout, run.stdout
+    assert "error: UsageError" in run.stdout, run.stdout
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("UsageError: ToolchainError: the virtual board is "
+                                                   "not supported on this system"), run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

@@ -110,6 +110,9 @@ def test_bad_targets_are_one_line(model):
         tm.flash(name="hp", root=model, board="unoo")
     with pytest.raises(TinyMLError, match="runtime"):
         tm.flash(name="hp", root=model, board="sim", runtime="cmsis")
+    with pytest.raises(TinyMLError, match="for a real board") as info:  # not silently ignored
+        tm.flash(name="hp", root=model, board="sim", port="/dev/ttyACM0")
+    assert "\n" not in str(info.value)
 
 
 def test_real_board_path_with_stand_in_arduino_cli(model, tmp_path, monkeypatch):

@@ -33,7 +33,6 @@ diagnostic, paths mapped back to the sketch folder).
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -45,6 +44,11 @@ from pathlib import Path
 
 from ..errors import ToolchainError
 from . import cache_dir
+
+try:
+    import fcntl
+except ImportError:  # Windows: no virtual board there (sim.unsupported_platform), import anyway
+    fcntl = None
 
 __all__ = ["BuildResult", "build_sketch", "missing_packages", "install_command", "section_sizes",
            "HARDWARE_DIR", "DEFAULT_FQBN"]
@@ -137,7 +141,8 @@ def _locked(lock_file: Path):
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock

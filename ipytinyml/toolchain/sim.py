@@ -60,7 +60,8 @@ from ..errors import ToolchainError
 from . import cache_dir
 from .avr_build import install_command
 
-__all__ = ["VirtualBoard", "virtual_uno", "harness_path", "missing_sim_packages", "HARNESS_SOURCE"]
+__all__ = ["VirtualBoard", "virtual_uno", "harness_path", "missing_sim_packages", "check_virtual_board",
+           "unsupported_platform", "HARNESS_SOURCE"]
 
 HARNESS_SOURCE = Path(__file__).with_name("simavr_harness.c")
 INCLUDE_DIR = Path("/usr/include")
@@ -94,6 +95,42 @@ def missing_sim_packages(path: str | None = None, include_dir: Path | str = INCL
         if not (Path(include_dir) / header).is_file() and package not in missing:
             missing.append(package)
     return missing
+
+
+# The harness needs a pseudo-terminal and pyserial's POSIX backend: Linux (or another Unix).
+PLATFORM_MODULES = ("fcntl", "termios", "pty")
+SUPPORTED_SYSTEMS = "Linux (tested on Debian 12; Ubuntu has the same packages)"
+
+
+def unsupported_platform() -> str | None:
+    """Why this Python cannot run the virtual board (a missing POSIX module), or None."""
+    import importlib
+
+    for module in PLATFORM_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return (f"the virtual board is not supported on this system (Python has no {module!r} "
+                    f"module: Windows?); it runs on {SUPPORTED_SYSTEMS}: use WSL, or flash a real "
+                    "board with --board uno|nano33ble")
+    return None
+
+
+def check_virtual_board(path: str | None = None) -> None:
+    """Raise one ``ToolchainError`` naming everything the virtual board lacks: an unsupported
+    system, or every missing Debian package (the compilers, the simulator's, avrdude) at once."""
+    problem = unsupported_platform()
+    if problem:
+        raise ToolchainError(problem)
+    from .avr_build import missing_packages
+    from .avrdude import find_avrdude
+
+    uploader = [] if find_avrdude(path) else ["avrdude"]  # uploads through the virtual optiboot
+    missing = list(dict.fromkeys([*missing_packages(path), *missing_sim_packages(path), *uploader]))
+    if missing:
+        raise ToolchainError(
+            f"the virtual board needs Debian packages {', '.join(missing)}; install them with: "
+            f"{install_command(missing)}")
 
 
 def _missing_error(packages) -> ToolchainError:
