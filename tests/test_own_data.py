@@ -184,7 +184,7 @@ def test_model_that_cannot_be_standardized_is_flagged_not_silent(tmp_path):
     assert "RELU" in entry["runtimes"]["native"]  # a separate RELU op: the native runtime says so
     from ipytinyml.views import QuantizeResult
     shown = repr(QuantizeResult(report, ["float32", "int8"]))
-    assert "⚠ int8 test MAE" in shown and "no runtime can flash it: operator 0 (RELU)" in shown
+    assert "⚠ int8 test MAE" in shown and "no runtime can flash it: operator 1 (RELU)" in shown
 
 
 def test_gate_bounds_and_basis():
