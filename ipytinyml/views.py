@@ -482,6 +482,11 @@ class QuantizeResult(_Result):
             what = "accuracy" if self.classifier else "MAE"
             unit = "" if self.classifier else f" {label}"
             notes.append(f"int8 vs float32: test {what} {diff:+.3f}{unit}{within}")
+        float32 = self.report["variants"].get("float32") or {}
+        if float32.get("bytes") and entry.get("bytes", 0) > float32["bytes"]:
+            notes.append("int8 is larger than float32 here: in a model this small the file is mostly "
+                         "bookkeeping (every tensor's scale and zero point, the QUANTIZE and DEQUANTIZE "
+                         "ops), not weights, which int8 makes 4x smaller")
         if entry.get("standardized"):
             notes.append("int8 input: each feature standardized before quantizing (the board does the same)")
         if entry.get("constant_features"):

@@ -293,3 +293,14 @@ def test_convert_error_from_an_unrebuildable_layer_is_one_line(tmp_path):
     with pytest.raises(ConvertError) as info:
         run_litert(b"not a model", np.zeros((1, 1), np.float32))
     assert "\n" not in str(info.value)
+
+
+def test_quantize_view_says_why_int8_is_larger_and_what_runs_it(tmp_path):
+    from ipytinyml.views import QuantizeResult
+    tm.train(name="hp", root=tmp_path, epochs=50)
+    report = tm.quantize(root=tmp_path)
+    v = report["variants"]
+    shown = repr(QuantizeResult(report, ["float32", "int8"]))
+    assert v["int8"]["bytes"] > v["float32"]["bytes"]  # the tutorial's model: bookkeeping outweighs weights
+    assert "int8 is larger than float32 here" in shown
+    assert "flashable with --runtime native, tflm" in shown and "-0.000" not in shown
