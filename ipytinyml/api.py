@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -17,8 +16,6 @@ from .errors import TinyMLError
 from .quiet import tensorflow_quiet
 
 DEFAULT_ROOT = "tinyml"
-SPLIT_FILE = "data.npz"
-SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 _last: tuple[str, Path] | None = None  # (name, artifacts root) of the model used last
 
@@ -57,26 +54,9 @@ def resolve_name(name: str | None, root: str | os.PathLike = DEFAULT_ROOT) -> st
     return _remember(name, root)
 
 
-def _save_split(folder: Path, dataset) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, train_x=dataset.train_x, train_y=dataset.train_y,
-             test_x=dataset.test_x, test_y=dataset.test_y)
-    artifacts.write_bytes(folder / SPLIT_FILE, buffer.getvalue())
-
-
 def load_split(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT) -> dict[str, np.ndarray]:
     """The train/test arrays saved with a model (``train_x``, ``train_y``, ``test_x``, ``test_y``)."""
-    folder = artifacts.model_dir(root, resolve_name(name, root))
-    damaged = TinyMLError(f"the saved data split of {folder.name!r} is missing or damaged; "
-                          "re-run %%tinyml_train")
-    try:
-        with np.load(folder / SPLIT_FILE, allow_pickle=False) as saved:
-            split = {key: saved[key] for key in saved.files}
-    except Exception as exc:  # noqa: BLE001 - OSError, BadZipFile, EOFError, a bare .npy...: all damage
-        raise damaged from exc
-    if not all(key in split for key in SPLIT_KEYS):
-        raise damaged
-    return split
+    return artifacts.load_split(artifacts.model_dir(root, resolve_name(name, root)))
 
 
 @tensorflow_quiet
@@ -136,7 +116,7 @@ def train(data="autompg", features=("horsepower",), label="mpg", name: str = "hp
                           "scale the features")
 
     folder = artifacts.model_dir(root, name, create=True)
-    _save_split(folder, dataset)
+    artifacts.save_split(folder, dataset)
     keras_path = artifacts.save_keras(model, folder)
     report = {
         "name": name,
@@ -258,17 +238,7 @@ def _gate(reference_entry: dict, entry: dict, flatbuffer: bytes, split, report) 
 def tflite_path(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
                 variant: str = "int8") -> Path:
     """The saved ``.tflite`` of a variant, checked against the current Keras model."""
-    name = resolve_name(name, root)
-    folder = artifacts.model_dir(root, name)
-    report = artifacts.read_report(folder)
-    entry = report["variants"].get(variant)
-    path = folder / artifacts.tflite_filename(variant)
-    if entry is None or not path.is_file():
-        raise TinyMLError(f"model {name!r} has no {variant} variant yet; run %tinyml_quantize first")
-    if entry.get("source") != report["variants"]["keras"]["sha256"]:
-        raise TinyMLError(f"the {variant} model of {name!r} is older than its last training; "
-                          "run %tinyml_quantize again")
-    return path
+    return artifacts.tflite_file(artifacts.model_dir(root, resolve_name(name, root)), variant)
 
 
 BOARDS = ("auto", "sim", "uno", "nano33ble")

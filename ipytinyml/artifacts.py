@@ -19,6 +19,8 @@ from .errors import TinyMLError
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 REPORT = "report.json"
 KERAS_MODEL = "model.keras"
+SPLIT_FILE = "data.npz"
+SPLIT_KEYS = ("train_x", "train_y", "test_x", "test_y")
 
 
 def tflite_filename(variant: str) -> str:
@@ -117,3 +119,46 @@ def known_models(root: str | os.PathLike) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / REPORT).is_file())
+
+
+def save_split(folder: Path, dataset) -> None:
+    """The train/test arrays of a ``data.Dataset``, atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, train_x=dataset.train_x, train_y=dataset.train_y,
+             test_x=dataset.test_x, test_y=dataset.test_y)
+    write_bytes(Path(folder) / SPLIT_FILE, buffer.getvalue())
+
+
+def load_split(folder: Path) -> dict:
+    """The train/test arrays saved in a model folder; one-line TinyMLError when damaged."""
+    import numpy as np
+
+    folder = Path(folder)
+    damaged = TinyMLError(f"the saved data split of {folder.name!r} is missing or damaged; "
+                          "re-run %%tinyml_train")
+    try:
+        with np.load(folder / SPLIT_FILE, allow_pickle=False) as saved:
+            split = {key: saved[key] for key in saved.files}
+    except Exception as exc:  # noqa: BLE001 - OSError, BadZipFile, EOFError, a bare .npy...: all damage
+        raise damaged from exc
+    if not all(key in split for key in SPLIT_KEYS):
+        raise damaged
+    return split
+
+
+def tflite_file(folder: Path, variant: str) -> Path:
+    """The saved ``.tflite`` of a variant, checked against the model's current Keras model."""
+    folder = Path(folder)
+    report = read_report(folder)
+    entry = report["variants"].get(variant)
+    path = folder / tflite_filename(variant)
+    if entry is None or not path.is_file():
+        raise TinyMLError(f"model {folder.name!r} has no {variant} variant yet; run %tinyml_quantize first")
+    if entry.get("source") != report["variants"]["keras"]["sha256"]:
+        raise TinyMLError(f"the {variant} model of {folder.name!r} is older than its last training; "
+                          "run %tinyml_quantize again")
+    return path

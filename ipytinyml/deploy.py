@@ -104,12 +104,12 @@ def _remove_tree(path: Path) -> None:
 
 def int8_model(name: str, root):
     """``(flatbuffer, report entry, InputStage)`` of a model's saved int8 variant."""
-    from .api import tflite_path
     from .prestage import InputStage
     from .quant import plan_from_model
 
-    flatbuffer = tflite_path(name, root, "int8").read_bytes()
-    entry = artifacts.read_report(artifacts.model_dir(root, name))["variants"]["int8"]
+    folder = artifacts.model_dir(root, name)
+    flatbuffer = artifacts.tflite_file(folder, "int8").read_bytes()
+    entry = artifacts.read_report(folder)["variants"]["int8"]
     if "input_stage" in entry:
         stage = InputStage.from_json(entry["input_stage"])
     else:  # quantized before the pre-stage existed: plain QUANTIZE
@@ -321,7 +321,6 @@ def _flash_real(name, root, target, runtime, progress, release):
 
 def evaluate(name: str, root, board, *, progress=None) -> dict:
     """See ``ipytinyml.api.evaluate_on_board``."""
-    from .api import load_split
     from .link import BAUDRATE
     from .quant import dequantize, evaluate_plan
 
@@ -329,7 +328,7 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
         raise TinyMLError("no board connected; run %tinyml_flash (tm.flash) first")
     if board.name != name:
         raise TinyMLError(f"the board runs model {board.name!r}, not {name!r}; flash {name!r} first")
-    split = load_split(name, root)
+    split = artifacts.load_split(artifacts.model_dir(root, name))
     test_x, test_y = split["test_x"], split["test_y"]
     expected_q = _boards_int8(test_x, board.plan)
 

@@ -51,7 +51,7 @@ def payloads(tmp_path_factory):
     """Versions A (the pre-trained model) and B (another real one) of every file a step writes,
     and a real firmware ELF/HEX."""
     import ipytinyml as tm
-    from ipytinyml import api, artifacts
+    from ipytinyml import artifacts
     from ipytinyml.data import load_data
 
     base = pretrained(tmp_path_factory, flashed=True)
@@ -65,7 +65,7 @@ def payloads(tmp_path_factory):
     model = artifacts.load_keras(other / NAME)
     model.layers[-1].kernel.assign(model.layers[-1].kernel.numpy() * 1.01)
     artifacts.save_keras(model, other / NAME)
-    api._save_split(other / NAME, load_data("autompg", ["horsepower"], "mpg", seed=1))
+    artifacts.save_split(other / NAME, load_data("autompg", ["horsepower"], "mpg", seed=1))
     report = artifacts.read_report(other / NAME)
     report["variants"]["keras"]["sha256"] = sha((other / NAME / "model.keras").read_bytes())
     artifacts.write_report(other / NAME, report)
