@@ -530,6 +530,22 @@ class QuantizeResult(_Result):
                       + html_table(*confusion, "l" + "r" * len(confusion[1])))
         return _box(f"Quantized {self.name}{when}", inner, self.css)
 
+    def to_frame(self):
+        """One row per variant: size, test metric, difference to float32 (a pandas DataFrame)."""
+        import pandas as pd
+        metric = "accuracy" if self.classifier else "mae"
+        reference = self.score("float32")
+        rows = {}
+        for variant in ["keras", *[v for v in self.variants if v != "keras"]]:
+            entry = self.report["variants"].get(variant)
+            if entry is None:
+                continue
+            value = self.score(variant)
+            rows[variant] = {"bytes": entry.get("bytes"), metric: value,
+                             "vs_float32": None if reference is None or variant in ("keras", "float32")
+                             else value - reference}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
+
     def to_dict(self) -> dict:
         return {"name": self.name,
                 "variants": {v: dict(self.report["variants"][v]) for v in self.report["variants"]},
@@ -711,6 +727,19 @@ class PredictResult(_Result):
             inner += f'<div class="{CSS_PREFIX}-note">{html.escape(self._footnote())}</div>'
         return _box(title, inner, self.css)
 
+    def to_frame(self):
+        """One row per prediction: the inputs, board and notebook outputs, agreement (a DataFrame)."""
+        import pandas as pd
+        features, labels = self._headers()
+        rows = []
+        for p in self.predictions:
+            row = dict(zip(features, p.inputs))
+            row.update({f"board {y}": v for y, v in zip(labels, p.board)})
+            row.update({f"notebook {y}": v for y, v in zip(labels, p.notebook)})
+            row.update(agree=p.agree, clamped=any(p.clamped), device_us=p.device_us)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
     def to_dict(self) -> dict:
         return {"name": self.name, "all_agree": self.all_agree, "cycles_per_row": self.cycles_per_row,
                 "predictions": [
@@ -796,6 +825,13 @@ class EvaluateResult(_Result):
 
     def _repr_html_(self) -> str:
         return _box(self._title(), _kv_html(self._pairs()), self.css)
+
+    def to_frame(self):
+        """The measurements as one row (a pandas DataFrame): metric, parity, latency."""
+        import pandas as pd
+        row = {"mae": self.mae, **{f"parity_{k}": v for k, v in self.parity.items()},
+               **{f"latency_{k}": v for k, v in self.latency.items()}}
+        return pd.DataFrame([row], index=[self.name or "test set"])
 
     def to_dict(self) -> dict:
         return {"name": self.name, **self.result, "seconds": self.seconds}

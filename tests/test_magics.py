@@ -443,3 +443,23 @@ def test_several_features_and_labels_through_every_magic(ip, root):
     tested.raise_error()
     text = repr(tested.result)
     assert "mpg " in text and "acceleration " in text and "78/78" in text
+
+
+def test_results_are_dataframes_too(ip, trained):
+    """%tinyml_quantize / %tinyml_predict / --test results: .to_frame() gives numbers to keep
+    working with (not the formatted strings)."""
+    _, quant = trained
+    frame = quant.to_frame()
+    assert list(frame.index) == ["keras", "float32", "int8"]
+    assert frame.loc["int8", "bytes"] > 0
+    assert abs(frame.loc["int8", "vs_float32"] - (frame.loc["int8", "mae"] - frame.loc["float32", "mae"])) < 1e-12
+    ip.run_cell("%tinyml_flash --name hp_mpg --board sim").raise_error()
+    predicted = ip.run_cell("%tinyml_predict --name hp_mpg 90 130")
+    predicted.raise_error()
+    rows = predicted.result.to_frame()
+    assert list(rows["horsepower"]) == [90.0, 130.0] and rows["agree"].all()
+    assert (rows["board mpg"] == rows["notebook mpg"]).all()
+    tested = ip.run_cell("%tinyml_predict --name hp_mpg --test")
+    tested.raise_error()
+    summary = tested.result.to_frame()
+    assert summary["parity_matched"].iloc[0] == summary["parity_total"].iloc[0] == 78
