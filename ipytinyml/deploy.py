@@ -322,6 +322,7 @@ def _flash_real(name, root, target, runtime, progress, release):
 def evaluate(name: str, root, board, *, progress=None) -> dict:
     """See ``ipytinyml.api.evaluate_on_board``."""
     from .link import BAUDRATE
+    from .metrics import metrics
     from .quant import dequantize, evaluate_plan
 
     if board is None:
@@ -358,10 +359,11 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
     predictions = dequantize(board_q, board.plan.output)
     n = len(test_x)
     info = board.link.info()
-    errors = np.abs(predictions.astype(np.float64) - test_y)
+    data = artifacts.read_report(artifacts.model_dir(root, name)).get("data", {})
+    classes = data.get("classes")
     result = {
-        "mae": float(np.mean(errors)),
-        "mae_per_output": [float(v) for v in errors.mean(axis=0)],
+        **metrics(data.get("task", "regression"), predictions, test_y, len(classes) if classes else None),
+        **({"classes": classes} if classes else {}),
         "clamped_inputs": int(board.plan.input_stage.clamped(test_x).sum()),
         "parity": {"matched": int(np.sum(np.all(board_q == expected_q, axis=1))), "total": n,
                    "runtime": info.runtime,

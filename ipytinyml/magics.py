@@ -517,7 +517,7 @@ Examples
             print(self.tinyml_predict.__doc__)
             return None
         args = parse_line(self.tinyml_predict, line)
-        from .views import EvaluateResult, PredictResult, model_columns
+        from .views import EvaluateResult, PredictResult, model_classes, model_columns
         from .widgets import BoardSlider, board_lock
 
         chosen = [bool(args.values), args.test, args.widget]
@@ -552,7 +552,8 @@ Examples
             timing = board.last_timing
         cycles = getattr(timing, "cycles", None)
         return PredictResult(predictions, features=features, labels=labels, name=board.name,
-                             cycles_per_row=cycles / len(predictions) if cycles else None)
+                             cycles_per_row=cycles / len(predictions) if cycles else None,
+                             classes=model_classes(board.name, self.root))
 
 
 # -- extension entry points -------------------------------------------------------------------------

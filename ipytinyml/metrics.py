@@ -1,6 +1,6 @@
 """Test-set metrics of a model's predictions, for regression and classification alike.
 
-Regression: ``mae`` (and ``mae_per_output`` with several labels). Classification:
+Regression: ``mae`` and ``mae_per_output`` (one per label). Classification:
 ``accuracy`` and the ``confusion`` matrix (rows: true class, columns: predicted), from
 class probabilities (softmax, one column per class) or one sigmoid column (binary).
 """
@@ -19,6 +19,16 @@ def predicted_classes(outputs) -> np.ndarray:
     return np.argmax(outputs, axis=1).astype(np.int64)
 
 
+def top_class(scores) -> tuple[int, float]:
+    """``(class index, its probability)`` of one row of softmax scores or one sigmoid output."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if scores.size == 1:
+        p = float(scores[0])
+        return (1, p) if p > 0.5 else (0, 1.0 - p)
+    k = int(np.argmax(scores))
+    return k, float(scores[k])
+
+
 def metrics(task: str, outputs, y, n_classes: int | None = None) -> dict:
     """The report entry's metrics for ``outputs`` against labels ``y`` ([n, labels])."""
     y = np.asarray(y, dtype=np.float64)
@@ -30,10 +40,8 @@ def metrics(task: str, outputs, y, n_classes: int | None = None) -> dict:
         np.add.at(confusion, (truth, guess), 1)
         return {"accuracy": float(np.mean(truth == guess)), "confusion": confusion.tolist()}
     errors = np.abs(np.asarray(outputs, dtype=np.float64).reshape(y.shape) - y)
-    out = {"mae": float(np.mean(errors))}
-    if y.ndim == 2 and y.shape[1] > 1:
-        out["mae_per_output"] = [float(v) for v in errors.mean(axis=0)]
-    return out
+    return {"mae": float(np.mean(errors)),
+            "mae_per_output": [float(v) for v in errors.reshape(len(errors), -1).mean(axis=0)]}
 
 
 def score(entry: dict) -> tuple[str, float]:

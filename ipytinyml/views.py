@@ -664,10 +664,11 @@ class PredictResult(_Result):
     css = f"{CSS_PREFIX}-predict"
 
     def __init__(self, predictions, features=None, labels=None, name: str | None = None,
-                 cycles_per_row: float | None = None):
+                 cycles_per_row: float | None = None, classes=None):
         self.predictions = list(predictions)
         self.features = list(features or [])
         self.labels = list(labels or [])
+        self.classes = list(classes) if classes else None  # a classifier's class names
         self.name = name
         self.cycles_per_row = cycles_per_row  # CPU cycles per inference (AVR boards)
 
@@ -688,9 +689,27 @@ class PredictResult(_Result):
         labels = self.labels if len(self.labels) == n_out else [f"y{i}" for i in range(n_out)]
         return features, labels
 
+    def _class_cells(self, scores) -> list[str]:
+        from .metrics import top_class
+        k, p = top_class(scores)
+        name = self.classes[k] if k < len(self.classes) else str(k)
+        return [name, f"{p:.2f}"]
+
     def _rows(self):
         features, labels = self._headers()
         cycles = [] if not self.cycles_per_row else ["cycles"]
+        if self.classes:
+            label = self.labels[0] if self.labels else "class"
+            headers = list(features) + [f"board {label}", "p", f"notebook {label}", "p",
+                                        "device time (request average)" if len(self.predictions) > 1
+                                        else "device time", *cycles, "agree"]
+            rows = []
+            for p in self.predictions:
+                clamped = p.clamped or (False,) * len(p.inputs)
+                rows.append([f"{v:g}" + (" (clamped)" if c else "") for v, c in zip(p.inputs, clamped)]
+                            + self._class_cells(p.board) + self._class_cells(p.notebook) + [_us(p.device_us)]
+                            + [f"{self.cycles_per_row:,.0f}" for _ in cycles] + ["✓" if p.agree else "✗"])
+            return headers, rows
         headers = list(features) + [f"board {y}" for y in labels] + [f"notebook {y}" for y in labels] + [
             "device time (request average)" if len(self.predictions) > 1 else "device time", *cycles, "agree"]
         rows = []
@@ -784,7 +803,9 @@ class EvaluateResult(_Result):
         pairs = []
         per_output = self.result.get("mae_per_output") or []
         labels = (self.label or "").split(",")
-        if len(per_output) > 1 and len(labels) == len(per_output):
+        if self.result.get("accuracy") is not None:
+            pairs.append(("test accuracy", f"{self.result['accuracy']:.3f} on the board"))
+        elif len(per_output) > 1 and len(labels) == len(per_output):
             pairs.append(("test MAE", " · ".join(f"{label} {_fixed(v)}" for label, v in zip(labels, per_output))))
         elif self.mae is not None:
             pairs.append(("test MAE", f"{_fixed(self.mae)} {self.label or ''}".rstrip()))
@@ -820,11 +841,25 @@ class EvaluateResult(_Result):
         when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
         return f"{who}test set through the board{when}"
 
+    def _confusion(self):
+        if "confusion" not in self.result or not self.result.get("classes"):
+            return None
+        return confusion_rows(self.result["classes"], self.result["confusion"])
+
     def __repr__(self) -> str:
-        return self._title() + "\n" + _kv_text(self._pairs())
+        text = self._title() + "\n" + _kv_text(self._pairs())
+        confusion = self._confusion()
+        if confusion:
+            text += "\nconfusion matrix on the board:\n" + text_table(*confusion, "l" + "r" * len(confusion[1]))
+        return text
 
     def _repr_html_(self) -> str:
-        return _box(self._title(), _kv_html(self._pairs()), self.css)
+        inner = _kv_html(self._pairs())
+        confusion = self._confusion()
+        if confusion:
+            inner += (f'<div class="{CSS_PREFIX}-summary">confusion matrix on the board</div>'
+                      + html_table(*confusion, "l" + "r" * len(confusion[1])))
+        return _box(self._title(), inner, self.css)
 
     def to_frame(self):
         """The measurements as one row (a pandas DataFrame): metric, parity, latency."""
@@ -885,6 +920,16 @@ def trained_fit_png(name: str, root) -> bytes | None:
     return fit_plot_png(split["test_x"][:, 0], split["test_y"][:, 0], grid[:, 0], line,
                         xlabel=data["features"][0], ylabel=data.get("label", ""),
                         title=f"{name}: test data and fit")
+
+
+def model_classes(name: str, root) -> list | None:
+    """A classifier's class names saved with a model; None for a regression or when unknown."""
+    from . import artifacts
+    from .errors import TinyMLError
+    try:
+        return artifacts.read_report(artifacts.model_dir(root, name)).get("data", {}).get("classes")
+    except TinyMLError:
+        return None
 
 
 def model_columns(name: str, root) -> tuple[list, list]:
