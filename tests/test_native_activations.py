@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE / "native_driver"))
 import activation_models as AM  # noqa: E402
 import harness  # noqa: E402
 from test_activations import _op_layer, _softmax_rows  # noqa: E402
+from test_prestage_board import sim_harness  # noqa: E402,F401  (fixture: the simavr harness)
 from test_quant import _run_micro  # noqa: E402
 
 needs_gcc = pytest.mark.skipif(not harness.have("gcc", "g++"), reason="host gcc/g++ not installed")
@@ -226,3 +227,39 @@ def test_tables_and_next_layer_input_range():
     assert kernels[1].x_min == lo and -128 <= lo < hi <= 127
     table = plan.layers[0].post.table()
     assert (lo, hi) == (int(table.min()), int(table.max()))
+
+
+# ---------------------------------------------------------------------------
+# the whole Uno sketch
+
+
+@needs_avr
+def test_classifier_sketch_on_the_virtual_uno(tmp_path, sim_harness):
+    """The 7->32->3 softmax classifier's generated Uno sketch (protocol included), built with
+    the Arduino AVR core warning-free and run on the virtual Uno: raw int8 requests answer
+    quant's outputs; the flash it takes stays within the fit estimate."""
+    from fake_model import avr_uno
+    from ipytinyml.codegen.fit import native_footprint
+    from ipytinyml.codegen.sketch import render_native_sketch
+    from ipytinyml.toolchain.avr_build import section_sizes
+    from test_prestage_board import _serve
+
+    if not avr_uno.available():
+        pytest.skip("needs avr-gcc and arduino-core-avr")
+    plan, x, want = _real("softmax")
+    sketch = render_native_sketch(plan, tmp_path / "fw", sketch_name="tinyml_cls", board_name="uno",
+                                  model_hash=HASH, input_label="f", output_label="p")
+    core = avr_uno.build_core(tmp_path / "core")
+    elf, warnings = avr_uno.build_sketch(sketch, tmp_path / "build", core)
+    assert warnings.strip() == "", warnings
+    rows = x[:300]
+    got = _serve(elf, sim_harness, [f"!{i + 1} r {' '.join(map(str, r))}".encode() for i, r in enumerate(rows)])
+    assert got[0].startswith("#tinyml ready proto=1 runtime=native board=uno")
+    answers = [[int(v) for v in line.split()[2:2 + plan.n_outputs]] for line in got[1:]]
+    assert all(line.split()[:2] == [f"@{i + 1}", "ok"] for i, line in enumerate(got[1:]))
+    assert np.array_equal(np.asarray(answers), want[:300])
+    sizes = section_sizes(elf)
+    flash, _ = native_footprint(plan)
+    used = sizes[".text"] + sizes.get(".data", 0)
+    print(f"classifier sketch: {used} B flash, estimate {flash} B")
+    assert used <= flash + 1024, (sizes, flash)
