@@ -39,6 +39,15 @@ Every layer has two implementations, chosen at compile time by
 
 ``plan_kernels`` exposes that analysis, so tests and reports can see which
 kernel each layer got.
+
+A layer's ``post`` op runs in place on its int8 outputs: LOGISTIC and TANH
+are functions of the int8 input alone, so they become a 256-entry table in
+flash (computed by ``quant.ActivationLayer``, which is checked against
+tflite-micro), and the next layer's fast kernel takes its input range from
+the table entries its predecessor can reach. SOFTMAX (last layer only) is a
+C port of TFLM's gemmlowp arithmetic (reference kernel) or, with the fast
+kernels, an exp table for the differences ``x - max`` a row can produce
+plus 32-bit partial products (no 64-bit arithmetic).
 """
 from __future__ import annotations
 
