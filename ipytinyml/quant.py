@@ -25,6 +25,13 @@ What "exactly" means here (each rule is tested against tflite-micro):
   differs, see ``plan_from_model(per_tensor_product=...)``).
 * QUANTIZE: float32 division, round half away from zero, clamp to int8.
   DEQUANTIZE: computed in double, then rounded to float32.
+* LOGISTIC, TANH (int8): ``reference_integer_ops::Logistic``/``Tanh``, the
+  input rescaled to Q4.27 with ``frexp(s_in * 2**27)`` and gemmlowp's
+  fixed-point ``logistic``/``tanh``; SOFTMAX (int8): ``reference_ops::Softmax``
+  (upstream) = CMSIS-NN ``arm_softmax_s8`` (Chirale_TensorFlowLite, the Nano 33
+  BLE), gemmlowp's ``exp_on_negative_values`` and ``one_over_one_plus_x``.
+  They follow a FULLY_CONNECTED as its ``post`` op (``ActivationLayer``,
+  ``SoftmaxLayer``); checked against tflite-micro in tests/test_activations.py.
 """
 from __future__ import annotations
 
