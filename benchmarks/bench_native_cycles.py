@@ -8,7 +8,8 @@ input, timing each ``tinyml_model_invoke`` with Timer1 (CPU cycles, 16 MHz).
 Also a classifier: AutoMPG origin (3 classes) from 7 features, 7->32 relu->3 softmax
 (FULLY_CONNECTED, FULLY_CONNECTED, SOFTMAX), over every int8 value at every input plus random
 rows, with the cost of each activation op alone: SOFTMAX of 3 and 10 classes, LOGISTIC and
-TANH of 16 values, each measured as (identity Dense + op) minus (identity Dense).
+TANH of 16 values, each measured as (identity Dense + op) minus (identity Dense) (LOGISTIC and
+TANH are the same 256-entry table lookup in both kernels, so only the fast build is timed).
 
 Reported per model:
 
@@ -174,7 +175,8 @@ def op_costs(work: Path) -> dict:
         with_op, bare = _op_alone_plan(activation, n)
         x = harness.input_rows(n, extra=200)
         entry = {}
-        for fast in (True, False):
+        # LOGISTIC and TANH are the same table lookup in both kernels: measure it once
+        for fast in ((True, False) if activation == "softmax" else (True,)):
             c_op, bad = _cycles(with_op, x, work / f"{activation}{n}op", fast)
             c_bare, _ = _cycles(bare, x, work / f"{activation}{n}bare", fast)
             entry["fast" if fast else "reference"] = {"cycles_mean": c_op - c_bare, "mismatches": bad}
@@ -266,7 +268,7 @@ def run(epochs: int = 300) -> dict:
     for r in rows:
         assert r["fast"]["mismatches"] == 0 and r["reference"]["mismatches"] == 0, r
         for op in r.get("ops", {}).values():
-            assert op["fast"]["mismatches"] == 0 and op["reference"]["mismatches"] == 0, r
+            assert all(k["mismatches"] == 0 for k in op.values()), r
     met = all(r["fast"]["cycles_mean"] <= GOAL_CYCLES for r in rows if r["model"] == "1->64->1")
     return {"rows": rows, "met": met, "goal_cycles": GOAL_CYCLES}
 
@@ -288,8 +290,10 @@ def report(rows: list) -> str:
                  "float MLP: the Dense layers in float32, no softmax")
     for r in rows:
         for label, op in r.get("ops", {}).items():
-            lines.append(f"  {label:22s} alone: {op['fast']['cycles_mean']:7.0f} cycles fast, "
-                         f"{op['reference']['cycles_mean']:7.0f} reference (identity Dense + op minus identity Dense)")
+            ref = (f"{op['reference']['cycles_mean']:7.0f} reference" if "reference" in op
+                   else "the same table in the reference build")
+            lines.append(f"  {label:22s} alone: {op['fast']['cycles_mean']:7.0f} cycles fast, {ref} "
+                         "(identity Dense + op minus identity Dense)")
     return "\n".join(lines)
 
 
