@@ -164,6 +164,12 @@ def rows_cycles(e):
     text = (f"1->64->1: {c('1->64->1', 'per-tensor')} (per-tensor), {c('1->64->1', 'per-channel')} "
             f"(per-channel); 1->32->16->1: {c('1->32->16->1', 'per-tensor')} / "
             f"{c('1->32->16->1', 'per-channel')} (mean of the 256 int8 inputs, bit-exact)")
+    classifier = rows.get(("7->32->3 softmax", "per-tensor"))
+    if classifier:
+        ops = classifier.get("ops", {})
+        alone = "; ".join(f"{label} {op['fast']['cycles_mean']:,.0f}" for label, op in ops.items())
+        text += (f"; classifier 7->32->3 softmax (AutoMPG origin): {c('7->32->3 softmax', 'per-tensor')} "
+                 f"per inference, ops alone: {alone} (bit-exact)")
     return [("device cost", text, "<= 10,000 cycles for 1->64->1", _met(data["met"]))]
 
 

@@ -25,12 +25,19 @@ What "exactly" means here (each rule is tested against tflite-micro):
   differs, see ``plan_from_model(per_tensor_product=...)``).
 * QUANTIZE: float32 division, round half away from zero, clamp to int8.
   DEQUANTIZE: computed in double, then rounded to float32.
+* LOGISTIC, TANH (int8): ``reference_integer_ops::Logistic``/``Tanh``, the
+  input rescaled to Q4.27 with ``frexp(s_in * 2**27)`` and gemmlowp's
+  fixed-point ``logistic``/``tanh``; SOFTMAX (int8): ``reference_ops::Softmax``
+  (upstream) = CMSIS-NN ``arm_softmax_s8`` (Chirale_TensorFlowLite, the Nano 33
+  BLE), gemmlowp's ``exp_on_negative_values`` and ``one_over_one_plus_x``.
+  They follow a FULLY_CONNECTED as its ``post`` op (``ActivationLayer``,
+  ``SoftmaxLayer``); checked against tflite-micro in tests/test_activations.py.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,6 +51,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "TensorQuant",
     "DenseLayer",
+    "ActivationLayer",
+    "SoftmaxLayer",
+    "POST_OPS",
     "ModelPlan",
     "INT32_MIN",
     "INT32_MAX",
@@ -68,8 +78,9 @@ INT8_MAX = 127
 SUPPORTED_ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
 _SUPPORTED = (
-    "ipytinyml runs chains of Dense layers: [QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE] "
-    "with int8 activations, int8 weights, int32 bias and a NONE/RELU/RELU6/RELU_N1_TO_1 activation"
+    "ipytinyml runs chains of Dense layers: [QUANTIZE] (FULLY_CONNECTED [LOGISTIC|TANH])+ [SOFTMAX] "
+    "[DEQUANTIZE] with int8 activations, int8 weights, int32 bias and a fused "
+    "NONE/RELU/RELU6/RELU_N1_TO_1 activation"
 )
 
 
@@ -99,6 +110,14 @@ class DenseLayer:
     activation_max: int
     activation: str  # "NONE" | "RELU" | "RELU6" | "RELU_N1_TO_1"
     per_channel: bool
+    # The LOGISTIC, TANH or SOFTMAX op that follows this FULLY_CONNECTED in the
+    # model (its input is this layer's output tensor), or None.
+    post: "ActivationLayer | SoftmaxLayer | None" = None
+
+    @property
+    def result_zero_point(self) -> int:
+        """Zero point of what the layer hands on: its own output, or its post op's."""
+        return int(self.post.output.zero_point if self.post is not None else self.output_offset)
 
     @property
     def n_in(self) -> int:
@@ -322,7 +341,7 @@ def evaluate_plan(plan: ModelPlan, x_int8) -> np.ndarray:
     """Run the int8 chain: int8 [batch, n_inputs] -> int8 [batch, n_outputs]."""
     y = _as_int8_rows(x_int8, plan.n_inputs).astype(np.int8)
     for layer in plan.layers:
-        y = fully_connected(layer, y)
+        y = apply_post(layer.post, fully_connected(layer, y))
     return y
 
 
@@ -333,6 +352,255 @@ def predict_float(plan: ModelPlan, x_float32) -> np.ndarray:
     float-I/O model on TFLM.
     """
     return dequantize(evaluate_plan(plan, plan.input_stage.quantize(x_float32)), plan.output)
+
+
+# --------------------------------------------------------------------------
+# gemmlowp fixed point (LOGISTIC, TANH, SOFTMAX)
+#
+# TFLM's int8 LOGISTIC, TANH and SOFTMAX kernels compute in gemmlowp's int32
+# fixed point (third_party/gemmlowp/fixedpoint/fixedpoint.h; the copy in
+# Chirale_TensorFlowLite 2.0.0 and the one upstream tflite-micro builds with are
+# the same arithmetic). Every helper below takes and returns int64 arrays
+# holding int32 values; raw additions wrap like the compiled C does.
+
+_EXP_BARREL = ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+               (2, 39332535), (3, 720401), (4, 242))  # exp(-2^k) in Q0.31
+
+
+def _srdhm(a, b) -> np.ndarray:
+    """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    p = a * b  # |p| <= 2**62
+    v = p + np.where(p >= 0, 1 << 30, 1 - (1 << 30))
+    h = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward 0
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, h)
+
+
+def _rdbpot(x, exponent: int) -> np.ndarray:
+    """gemmlowp ``RoundingDivideByPOT``: arithmetic shift, ties away from zero."""
+    x = np.asarray(x, dtype=np.int64)
+    mask = (1 << exponent) - 1
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + ((x & mask) > threshold)
+
+
+def _sat_shl(x, exponent: int) -> np.ndarray:
+    """gemmlowp ``SaturatingRoundingMultiplyByPOT<exponent>`` for exponent > 0."""
+    x = np.asarray(x, dtype=np.int64)
+    threshold = (1 << (31 - exponent)) - 1
+    return np.where(x > threshold, INT32_MAX, np.where(x < -threshold, INT32_MIN, x << exponent))
+
+
+def _exp_quarter(a) -> np.ndarray:
+    """``exp_on_interval_between_negative_one_quarter_and_0_excl``: Q0.31 -> Q0.31."""
+    c = 1895147668  # exp(-1/8)
+    x = _wrap32(np.asarray(a, dtype=np.int64) + (1 << 28))
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    x4_over_4 = _rdbpot(x4, 2)
+    poly = _rdbpot(_wrap32(_srdhm(_wrap32(x4_over_4 + x3), 715827883) + x2), 1)
+    return _wrap32(c + _srdhm(c, _wrap32(x + poly)))
+
+
+def fixed_exp_on_negative_values(a, integer_bits: int) -> np.ndarray:
+    """gemmlowp ``exp_on_negative_values``: a Q(integer_bits) value <= 0 -> exp(a) in Q0.31.
+
+    Only ``integer_bits`` <= 5 (what TFLM uses: 4, 5); beyond that gemmlowp adds a clamp.
+    """
+    if not 0 <= integer_bits <= 5:
+        raise ValueError("integer_bits must be 0..5")
+    a = np.asarray(a, dtype=np.int64)
+    frac = 31 - integer_bits
+    quarter = 1 << (frac - 2)
+    a_mod = (a & (quarter - 1)) - quarter
+    result = _exp_quarter(_sat_shl(a_mod, integer_bits) if integer_bits else a_mod)
+    remainder = _wrap32(a_mod - a)
+    for exponent, multiplier in _EXP_BARREL:
+        if integer_bits > exponent:
+            bit = (remainder >> (frac + exponent)) & 1
+            result = np.where(bit != 0, _srdhm(result, multiplier), result)
+    return np.where(a == 0, INT32_MAX, result)
+
+
+def _newton_reciprocal(a) -> np.ndarray:
+    """The Newton-Raphson part shared by ``one_over_one_plus_x_for_x_in_0_1`` and
+    ``one_minus_x_over_one_plus_x_for_x_in_0_1``: about 1 / (1 + a) in Q2.29."""
+    a = np.asarray(a, dtype=np.int64)
+    s = a + INT32_MAX
+    half_denominator = np.where(s >= 0, (s + 1) // 2, -((-(s - 1)) // 2))  # (s + sign) / 2, truncating
+    x = _wrap32(1515870810 + _srdhm(half_denominator, -1010580540))  # 48/17 - 32/17 * d in Q2.29
+    for _ in range(3):
+        t = _wrap32((1 << 29) - _srdhm(half_denominator, x))
+        x = _wrap32(x + _sat_shl(_srdhm(x, t), 2))
+    return x
+
+
+def fixed_one_over_one_plus_x(a) -> np.ndarray:
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1``: Q0.31 -> Q0.31."""
+    return _sat_shl(_newton_reciprocal(a), 1)
+
+
+def fixed_logistic(a, integer_bits: int = 4) -> np.ndarray:
+    """gemmlowp ``logistic``: Q(integer_bits) -> Q0.31."""
+    a = np.asarray(a, dtype=np.int64)
+    positive = a > 0
+    minus_abs = _wrap32(np.where(positive, -a, a))
+    if_positive = fixed_one_over_one_plus_x(fixed_exp_on_negative_values(minus_abs, integer_bits))
+    if_negative = _wrap32(INT32_MAX - if_positive)
+    return np.where(a == 0, 1 << 30, np.where(positive, if_positive, if_negative))
+
+
+def fixed_tanh(a, integer_bits: int = 4) -> np.ndarray:
+    """gemmlowp ``tanh``: Q(integer_bits) -> Q0.31 (exp runs on Q(integer_bits + 1))."""
+    a = np.asarray(a, dtype=np.int64)
+    negative = a < 0
+    n = _wrap32(np.where(negative, a, -a))
+    e = fixed_exp_on_negative_values(n, integer_bits + 1)  # ExactMulByPot<1>: same raw value
+    t = _sat_shl(_wrap32(_newton_reciprocal(e) - (1 << 29)), 2)
+    return np.where(a == 0, 0, np.where(negative, _wrap32(-t), t))
+
+
+def count_leading_zeros32(x) -> np.ndarray:
+    """``CountLeadingZeros`` of uint32 values (32 for 0)."""
+    x = np.asarray(x, dtype=np.int64) & 0xFFFFFFFF
+    n = np.full(x.shape, 32, dtype=np.int64)
+    for bits in range(32):
+        n = np.where((x >> bits) != 0, 31 - bits, n)
+    return n
+
+
+# --------------------------------------------------------------------------
+# LOGISTIC / TANH / SOFTMAX after a FULLY_CONNECTED
+
+LOGISTIC_OUTPUT = TensorQuant(scale=1.0 / 256, zero_point=-128)  # fixed by TFLite for int8
+TANH_OUTPUT = TensorQuant(scale=1.0 / 128, zero_point=0)
+SOFTMAX_OUTPUT = TensorQuant(scale=1.0 / 256, zero_point=-128)
+POST_OPS = ("LOGISTIC", "TANH", "SOFTMAX")
+
+
+def calculate_input_radius(input_integer_bits: int, input_left_shift: int, total_signed_bits: int = 31) -> int:
+    """TFLM ``CalculateInputRadius`` (double arithmetic, exact at these magnitudes, then floor)."""
+    num = ((1 << input_integer_bits) - 1) << (total_signed_bits - input_integer_bits)
+    if input_left_shift >= 0:
+        return num >> input_left_shift
+    return num << -input_left_shift
+
+
+@dataclass(frozen=True)
+class ActivationLayer:
+    """An int8 LOGISTIC or TANH op after TFLM's Prepare (``logistic_common.cc``, ``tanh.cc``).
+
+    ``input_multiplier``/``input_left_shift`` rescale ``x - input_zero_point`` to Q4.27:
+    ``frexp(s_in * 2**27)``, the mantissa rounded to 31 bits (``TfLiteRound``, no
+    fold of 2**31). Inputs at or beyond ``input_range_radius`` saturate. The output
+    quantization is fixed (``output``): the kernel never reads it.
+    """
+
+    op: str  # "LOGISTIC" | "TANH"
+    input_zero_point: int
+    input_multiplier: int
+    input_left_shift: int
+    input_range_radius: int
+    output: TensorQuant
+
+    @classmethod
+    def from_input(cls, op: str, tq_in: TensorQuant, where: str = "") -> "ActivationLayer":
+        if op not in ("LOGISTIC", "TANH"):
+            raise ValueError(f"op must be LOGISTIC or TANH, not {op!r}")
+        real = float(np.float32(tq_in.scale)) * float(1 << 27)
+        q, shift = math.frexp(real)
+        num, den = q.as_integer_ratio()
+        m = (num * 2**32 + den) // (2 * den)  # TfLiteRound(q * 2**31), q > 0
+        if m >= 2**31 or not -31 <= shift <= 31:
+            raise _fail(f"{where}the {op} input scale {tq_in.scale:g} is out of the range TFLM handles",
+                        hint="re-convert the model with a representative dataset")
+        radius = calculate_input_radius(4, shift, 31)
+        out = LOGISTIC_OUTPUT if op == "LOGISTIC" else TANH_OUTPUT
+        return cls(op=op, input_zero_point=int(tq_in.zero_point), input_multiplier=int(m),
+                   input_left_shift=int(shift), input_range_radius=int(radius), output=out)
+
+    def __call__(self, x_int8) -> np.ndarray:
+        """The op on int8 values (any shape): int8, as TFLM's reference kernel."""
+        x = np.asarray(x_int8, dtype=np.int64)
+        d = x - int(self.input_zero_point)
+        inside = (d > -self.input_range_radius) & (d < self.input_range_radius)
+        q4 = multiply_by_quantized_multiplier(np.where(inside, d, 0), self.input_multiplier,
+                                              self.input_left_shift)
+        if self.op == "LOGISTIC":
+            y = _rdbpot(fixed_logistic(q4, 4), 23) - 128
+        else:
+            y = _rdbpot(fixed_tanh(q4, 4), 24)
+        y = np.clip(y, INT8_MIN, INT8_MAX)
+        y = np.where(d <= -self.input_range_radius, INT8_MIN, np.where(d >= self.input_range_radius, INT8_MAX, y))
+        return y.astype(np.int8)
+
+    def table(self) -> np.ndarray:
+        """The op for every int8 input: int8 [256], entry ``x + 128``."""
+        return self(np.arange(-128, 128))
+
+
+@dataclass(frozen=True)
+class SoftmaxLayer:
+    """An int8 SOFTMAX op over the last dimension after TFLM's Prepare (``softmax_common.cc``).
+
+    ``input_multiplier``/``input_left_shift`` come from ``PreprocessSoftmaxScaling(beta,
+    s_in, 5)`` (``min(beta * s_in * 2**26, 2**31 - 1)`` in double, then
+    ``QuantizeMultiplierGreaterThanOne``); ``diff_min = -CalculateInputRadius(5, shift)``.
+    Output: scale 1/256, zero point -128 (Prepare requires it).
+    """
+
+    beta: float
+    input_multiplier: int
+    input_left_shift: int
+    diff_min: int
+    output: TensorQuant = SOFTMAX_OUTPUT
+
+    @classmethod
+    def from_input(cls, beta: float, tq_in: TensorQuant, where: str = "") -> "SoftmaxLayer":
+        real = min(float(np.float32(beta)) * float(np.float32(tq_in.scale)) * float(1 << 26), 2.0**31 - 1.0)
+        if not (math.isfinite(real) and real > 0):
+            raise _fail(f"{where}SOFTMAX has beta {beta:g}; it must be positive",
+                        hint="use a plain softmax activation")
+        m, shift = quantize_multiplier(real)
+        if shift < 0 or m <= 0:  # TFLM's QuantizeMultiplierGreaterThanOne checks shift >= 0
+            raise _fail(f"{where}SOFTMAX input scale {tq_in.scale:g} x beta {beta:g} is below what TFLM accepts",
+                        hint="re-convert the model with a representative dataset")
+        return cls(beta=float(beta), input_multiplier=int(m), input_left_shift=int(shift),
+                   diff_min=-calculate_input_radius(5, shift, 31))
+
+    def exp_of_diff(self, diff) -> np.ndarray:
+        """exp(beta * s_in * diff) in Q0.31 for int32 diffs <= 0 (as the kernel computes it)."""
+        d = np.asarray(diff, dtype=np.int64)
+        scaled = _srdhm(_wrap32(d << self.input_left_shift), self.input_multiplier)
+        return fixed_exp_on_negative_values(scaled, 5)
+
+    def __call__(self, x_int8) -> np.ndarray:
+        """Softmax of each row (last dimension) of int8 values: int8, as TFLM computes it."""
+        x = np.asarray(x_int8, dtype=np.int64)
+        diff = x - x.max(axis=-1, keepdims=True)
+        used = diff >= self.diff_min
+        e = self.exp_of_diff(np.where(used, diff, 0))
+        total = _wrap32(np.where(used, _rdbpot(e, 12), 0).sum(axis=-1, keepdims=True))
+        headroom = count_leading_zeros32(total)
+        shifted = _wrap32(((total & 0xFFFFFFFF) << headroom) - (1 << 31))
+        scale = fixed_one_over_one_plus_x(shifted)
+        exponent = (12 - headroom) + 31 - 8
+        if np.any(exponent < 0) or np.any(exponent > 31):  # TFLITE_CHECK in the kernel
+            raise ValueError("softmax row too long for TFLM's int8 kernel")
+        out = np.empty(np.broadcast(e, exponent).shape, dtype=np.int64)
+        prod = _srdhm(scale, e)
+        for k in np.unique(exponent):
+            sel = np.broadcast_to(exponent == k, prod.shape)
+            out[sel] = _rdbpot(prod[sel], int(k))
+        y = np.clip(out - 128, INT8_MIN, INT8_MAX)
+        return np.where(used, y, INT8_MIN).astype(np.int8)
+
+
+def apply_post(post, y_int8) -> np.ndarray:
+    """Run a Dense layer's following op (``DenseLayer.post``) on its int8 outputs."""
+    return y_int8 if post is None else post(y_int8)
 
 
 # --------------------------------------------------------------------------
@@ -548,10 +816,13 @@ def _dense_layer(model: TFLiteModel, op, x: Tensor, per_tensor_product: str) -> 
 def plan_from_model(model, *, per_tensor_product: str = "float32") -> ModelPlan:
     """Turn an int8 ``.tflite`` (a :class:`TFLiteModel`, a path or bytes) into a ``ModelPlan``.
 
-    Accepts ``[QUANTIZE] FULLY_CONNECTED+ [DEQUANTIZE]`` on one subgraph with
-    one input and one output: int8 activations (per-tensor), int8 weights
-    (per-tensor, or per-channel on dimension 0) with zero point 0, an int32
-    bias or none, fused NONE/RELU/RELU6/RELU_N1_TO_1. A RESHAPE between int8
+    Accepts ``[QUANTIZE] (FULLY_CONNECTED [LOGISTIC|TANH])+ [SOFTMAX]
+    [DEQUANTIZE]`` on one subgraph with one input and one output: int8
+    activations (per-tensor), int8 weights (per-tensor, or per-channel on
+    dimension 0) with zero point 0, an int32 bias or none, fused
+    NONE/RELU/RELU6/RELU_N1_TO_1. A LOGISTIC, TANH or SOFTMAX op must take a
+    FULLY_CONNECTED output (what Keras' sigmoid, tanh and softmax activations
+    convert to) and becomes that layer's ``post``; SOFTMAX only as the last op. A RESHAPE between int8
     tensors with identical quantization and element count is accepted as the
     no-op it is. Anything else raises :class:`ConvertError` naming the op or
     tensor.
@@ -618,10 +889,15 @@ def plan_from_model(model, *, per_tensor_product: str = "float32") -> ModelPlan:
     layers: list[DenseLayer] = []
     batch: int | None = None
     output_q = None
+    after_dense = False  # the current tensor is a FULLY_CONNECTED output (RESHAPEs aside)
+    softmax_at = None  # name of the SOFTMAX op once seen: only DEQUANTIZE may follow
     for op in ops[k:]:
         name = f"operator {op.index} ({op.opcode})"
         if output_q is not None:
             raise _fail(f"{name} follows the final DEQUANTIZE")
+        if softmax_at is not None and op.opcode not in ("DEQUANTIZE", "RESHAPE"):
+            raise _fail(f"{name} follows {softmax_at}; SOFTMAX must be the model's last op "
+                        "(before DEQUANTIZE)")
         if not op.inputs or op.inputs[0] != cur:
             raise _fail(f"{name} does not consume the previous op's output; only a straight chain is supported")
         x = T[cur]
@@ -640,6 +916,32 @@ def plan_from_model(model, *, per_tensor_product: str = "float32") -> ModelPlan:
                 raise _fail(f"{name} takes {layer.n_in} inputs but the previous layer gives {layers[-1].n_out}")
             layers.append(layer)
             cur = op.outputs[0]
+            after_dense = True
+        elif op.opcode in POST_OPS:
+            if not after_dense:
+                raise _fail(f"{name} does not follow a FULLY_CONNECTED layer; LOGISTIC, TANH and "
+                            "SOFTMAX are supported only as a Dense layer's activation")
+            if len(op.outputs) != 1:
+                raise _fail(f"{name} must have one output")
+            y = T[op.outputs[0]]
+            qx, qy = _per_tensor_quant(x, f"{name} input"), _per_tensor_quant(y, f"{name} output")
+            fixed = {"LOGISTIC": LOGISTIC_OUTPUT, "TANH": TANH_OUTPUT, "SOFTMAX": SOFTMAX_OUTPUT}[op.opcode]
+            if qy != fixed:
+                raise _fail(f"{name} output has scale {qy.scale:g} and zero point {qy.zero_point}; "
+                            f"int8 {op.opcode} needs scale {fixed.scale:g} and zero point {fixed.zero_point}",
+                            hint="re-convert the model with the TFLite converter")
+            if _elements(x.shape) != _elements(y.shape) or (x.shape and x.shape[-1] != layers[-1].n_out):
+                raise _fail(f"{name} input shape {x.shape} is not the previous Dense layer's "
+                            f"{layers[-1].n_out} outputs")
+            where = f"{name}: "
+            if op.opcode == "SOFTMAX":
+                post = SoftmaxLayer.from_input(float((op.options or {}).get("beta", 0.0)), qx, where)
+                softmax_at = name
+            else:
+                post = ActivationLayer.from_input(op.opcode, qx, where)
+            layers[-1] = replace(layers[-1], post=post)
+            cur = op.outputs[0]
+            after_dense = False
         elif op.opcode == "RESHAPE":
             if len(op.outputs) != 1:
                 raise _fail(f"{name} must have one output")

@@ -15,8 +15,9 @@ TARGETS = (*RUNTIMES, "uno")
 def problems(flatbuffer: bytes) -> dict[str, str | None]:
     """Per runtime (and for the Uno), ``None`` when it runs the model, else one line why not.
 
-    native: a chain of Dense layers (``quant.plan_from_model``); tflm: the ops the sketch can
-    register, per-tensor weights; uno: the native runtime within an Uno's flash and RAM.
+    native: a chain of Dense layers, each optionally followed by LOGISTIC or TANH, and an
+    optional final SOFTMAX (``quant.plan_from_model``); tflm: the ops the sketch can register,
+    per-tensor weights; uno: the native runtime within an Uno's flash and RAM.
     """
     from .codegen.fit import native_fit_problem
     from .codegen.tflm import _check_model, op_registrations

@@ -136,6 +136,8 @@ _FUSED_ACTIVATION_SLOT = {
     106: 12,  # Conv3DOptions
 }
 _FULLY_CONNECTED_OPTIONS = 8
+_SOFTMAX_OPTIONS = 9  # SoftmaxOptions { beta: float (slot 4, default 0.0) }
+_SOFTMAX_BETA = 4
 _WEIGHTS_FORMATS = {0: "DEFAULT", 1: "SHUFFLED4x16INT8"}
 
 # vtable slots (brief section 2)
@@ -196,7 +198,7 @@ class Operator:
     inputs: tuple[int, ...]  # tensor indices, -1 for an absent optional input
     outputs: tuple[int, ...]
     fused_activation: str | None  # None when the op's options have no such field
-    options: dict[str, Any] = field(default_factory=dict)  # FullyConnectedOptions fields
+    options: dict[str, Any] = field(default_factory=dict)  # FullyConnectedOptions fields; SOFTMAX: beta
     custom_code: str | None = None
 
 
@@ -457,6 +459,10 @@ def _decode_opcode(oc: _Reader) -> tuple[int, int, str | None]:
 
 def _decode_options(op: _Reader) -> tuple[str | None, dict[str, Any]]:
     kind = op.scalar(_OP_OPTIONS_TYPE, _N.Uint8Flags, 0)
+    if kind == _SOFTMAX_OPTIONS:
+        opts = op.table(_OP_OPTIONS)
+        beta = 0.0 if opts is None else float(opts.scalar(_SOFTMAX_BETA, _N.Float32Flags, 0.0))
+        return None, {"beta": beta}
     slot = _FUSED_ACTIVATION_SLOT.get(kind)
     if slot is None:
         return None, {}

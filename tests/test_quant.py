@@ -656,9 +656,10 @@ def test_float_model_rejected(tflite_models):
 def test_unsupported_op_named(tflite_models):
     mt = _model_t(tflite_models["int8"].read_bytes())
     k = _op_index(mt, "DEQUANTIZE")
-    mt.operatorCodes[mt.subgraphs[0].operators[k].opcodeIndex].builtinCode = 14  # LOGISTIC
-    mt.operatorCodes[mt.subgraphs[0].operators[k].opcodeIndex].deprecatedBuiltinCode = 14
-    with pytest.raises(ConvertError, match=r"operator 3 \(LOGISTIC\) is not supported.*FULLY_CONNECTED"):
+    # (LOGISTIC, the op this test used before it was supported, is now checked in test_activations.py)
+    mt.operatorCodes[mt.subgraphs[0].operators[k].opcodeIndex].builtinCode = 117  # HARD_SWISH
+    mt.operatorCodes[mt.subgraphs[0].operators[k].opcodeIndex].deprecatedBuiltinCode = 117
+    with pytest.raises(ConvertError, match=r"operator 3 \(HARD_SWISH\) is not supported.*FULLY_CONNECTED"):
         Q.plan_from_model(_pack(mt))
 
 

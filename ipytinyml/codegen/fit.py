@@ -29,10 +29,25 @@ FLASH_PER_UNIT = 8  # per-channel requantization tables, bias
 FLASH_PER_LAYER = 260  # one layer's kernel code
 
 
+FLASH_PER_TABLE_OP = 256 + 40  # LOGISTIC/TANH: a 256-entry table and the lookup loop
+FLASH_SOFTMAX = 2_000  # SOFTMAX code (reciprocal, 32-bit products; measured 1,970 B), plus 4 B per exp table entry
+
+
+def _post_flash(layer) -> int:
+    from ..quant import SoftmaxLayer
+
+    if layer.post is None:
+        return 0
+    if isinstance(layer.post, SoftmaxLayer):
+        entries = min(layer.activation_max - layer.activation_min, -layer.post.diff_min) + 1
+        return FLASH_SOFTMAX + 4 * entries
+    return FLASH_PER_TABLE_OP
+
+
 def native_footprint(plan: ModelPlan) -> tuple[int, int]:
     """Estimated ``(flash, ram)`` bytes of the native sketch for ``plan``."""
     flash = SKETCH_FLASH + sum(layer.n_in * layer.n_out + FLASH_PER_UNIT * layer.n_out + FLASH_PER_LAYER
-                               for layer in plan.layers)
+                               + _post_flash(layer) for layer in plan.layers)
     widths = [layer.n_out for layer in plan.layers[:-1]]
     buffers = sum(sorted(widths, reverse=True)[:2])
     return flash, SKETCH_RAM + buffers + plan.n_inputs + plan.n_outputs

@@ -39,6 +39,15 @@ Every layer has two implementations, chosen at compile time by
 
 ``plan_kernels`` exposes that analysis, so tests and reports can see which
 kernel each layer got.
+
+A layer's ``post`` op runs in place on its int8 outputs: LOGISTIC and TANH
+are functions of the int8 input alone, so they become a 256-entry table in
+flash (computed by ``quant.ActivationLayer``, which is checked against
+tflite-micro), and the next layer's fast kernel takes its input range from
+the table entries its predecessor can reach. SOFTMAX (last layer only) is a
+C port of TFLM's gemmlowp arithmetic (reference kernel) or, with the fast
+kernels, an exp table for the differences ``x - max`` a row can produce
+plus 32-bit partial products (no 64-bit arithmetic).
 """
 from __future__ import annotations
 
@@ -52,7 +61,7 @@ import numpy as np
 
 from ..errors import ConvertError
 from ..prestage import InputStage
-from ..quant import DenseLayer, ModelPlan, multiply_by_quantized_multiplier
+from ..quant import ActivationLayer, DenseLayer, ModelPlan, SoftmaxLayer, multiply_by_quantized_multiplier
 from . import cgen, input_stage_for
 from . import render as _render
 
@@ -153,26 +162,30 @@ def _check_plan(plan: ModelPlan) -> None:
     problems: list[str] = []
     for i, layer in enumerate(plan.layers):
         problems += [f"layer {i}: {p}" for p in _layer_problems(layer)]
+        problems += [f"layer {i}: {p}" for p in _post_problems(layer)]
+        if isinstance(layer.post, SoftmaxLayer) and i != len(plan.layers) - 1:
+            problems.append(f"layer {i}: SOFTMAX is only supported after the last layer")
         if i and not problems:
             prev = plan.layers[i - 1]
             if layer.n_in != prev.n_out:
                 problems.append(f"layer {i}: takes {layer.n_in} inputs but layer {i - 1} "
                                 f"produces {prev.n_out}")
-            if layer.input_offset != -prev.output_offset:
+            if layer.input_offset != -prev.result_zero_point:
                 problems.append(f"layer {i}: input zero point {-layer.input_offset} differs from "
-                                f"layer {i - 1}'s output zero point {prev.output_offset} "
+                                f"layer {i - 1}'s output zero point {prev.result_zero_point} "
                                 "(a requantization between layers is not supported)")
     if not problems:
         if plan.input.zero_point != -plan.layers[0].input_offset:
             problems.append(f"input zero point {plan.input.zero_point} differs from the first "
                             f"layer's {-plan.layers[0].input_offset}")
-        if plan.output.zero_point != plan.layers[-1].output_offset:
+        if plan.output.zero_point != plan.layers[-1].result_zero_point:
             problems.append(f"output zero point {plan.output.zero_point} differs from the last "
-                            f"layer's {plan.layers[-1].output_offset}")
+                            f"layer's {plan.layers[-1].result_zero_point}")
     if problems:
         raise ConvertError("the native runtime cannot generate this model: " + "; ".join(problems),
                            hint="it supports chains of int8 FULLY_CONNECTED layers with "
-                                f"activations {', '.join(ACTIVATIONS)}")
+                                f"activations {', '.join(ACTIVATIONS)}, each optionally followed by "
+                                "LOGISTIC or TANH, and a final SOFTMAX")
 
 
 def _int_array(value, name: str, shape: tuple[int, ...], lo: int, hi: int, problems: list[str]):
@@ -211,6 +224,53 @@ def _layer_problems(layer: DenseLayer) -> list[str]:
     if not -127 <= layer.input_offset <= 128:
         problems.append(f"input zero point {-layer.input_offset} is not an int8")
     return problems
+
+
+SOFTMAX_MAX_UNITS = 4095  # TFLM's output shift 12 - clz(sum) + 23 must stay <= 31
+
+
+def _post_problems(layer: DenseLayer) -> list[str]:
+    post = layer.post
+    if post is None:
+        return []
+    if isinstance(post, ActivationLayer):
+        if post.op not in ("LOGISTIC", "TANH"):
+            return [f"activation op {post.op!r} is not LOGISTIC or TANH"]
+        if post.input_zero_point != layer.output_offset:
+            return [f"{post.op} input zero point {post.input_zero_point} differs from the layer's "
+                    f"output zero point {layer.output_offset}"]
+        return []
+    if isinstance(post, SoftmaxLayer):
+        problems = []
+        if not (0 < post.input_multiplier <= INT32_MAX and 0 <= post.input_left_shift <= 31):
+            problems.append("SOFTMAX multiplier or shift out of range")
+        if not INT32_MIN <= post.diff_min <= 0:
+            problems.append(f"SOFTMAX diff_min {post.diff_min} out of range")
+        if layer.n_out > SOFTMAX_MAX_UNITS:
+            problems.append(f"SOFTMAX over {layer.n_out} classes; TFLM's int8 kernel allows "
+                            f"{SOFTMAX_MAX_UNITS} at most")
+        return problems
+    return [f"unknown op after the layer: {type(post).__name__}"]
+
+
+def result_range(layer: DenseLayer) -> tuple[int, int]:
+    """The smallest and largest int8 value a layer (with its post op) can hand on."""
+    lo, hi = int(layer.activation_min), int(layer.activation_max)
+    if isinstance(layer.post, ActivationLayer):
+        reached = layer.post.table()[lo + 128:hi + 129].astype(np.int64)
+        return int(reached.min()), int(reached.max())
+    if isinstance(layer.post, SoftmaxLayer):
+        return -128, 127
+    return lo, hi
+
+
+def softmax_exp_table(layer: DenseLayer) -> np.ndarray:
+    """exp(beta * s_in * diff) in Q0.31 for diff = 0, -1, ... (uint32), as far as the layer's
+    outputs can differ and the kernel does not skip them (diff >= diff_min)."""
+    post = layer.post
+    span = int(layer.activation_max) - int(layer.activation_min)
+    n = min(span, -int(post.diff_min)) + 1
+    return post.exp_of_diff(-np.arange(n, dtype=np.int64)).astype(np.int64)
 
 
 # --------------------------------------------------------------------------
@@ -375,8 +435,8 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
 
     if min(mults) < 0:
         return reference("a negative output_multiplier (the requantization is not monotone)")
-    x_min = -128 if prev is None else prev.activation_min
-    x_span = 127 - x_min if prev is None else prev.activation_max - prev.activation_min
+    x_min, x_max = (-128, 127) if prev is None else result_range(prev)
+    x_span = x_max - x_min
     weights = np.asarray(layer.weights).astype(np.int64)
     bias = np.asarray(layer.bias).astype(np.int64)
     row_sum = weights.sum(axis=1)
@@ -437,7 +497,7 @@ def _analyze_layer(index: int, layer: DenseLayer, prev: DenseLayer | None) -> La
                + ("per-channel table" if per_channel else "per-tensor constants")
                + ("" if kind == "affine16" else f", {'uint32_t' if wide_v else 'uint16_t'} rounding"))
     return LayerKernel(index, kind, summary, per_channel, acc_type=acc_type, x_min=x_min,
-                       skip_zero=prev is not None and prev.activation != "NONE",
+                       skip_zero=prev is not None and prev.activation != "NONE" and prev.post is None,
                        offsets=tuple(offsets), windows=windows, wide_v=wide_v, affine=affine)
 
 
@@ -569,6 +629,30 @@ def _layer_context(layer: DenseLayer, kernel: LayerKernel, buffer_in: str, buffe
     return ctx
 
 
+def _post_context(layer: DenseLayer, ctx: dict) -> dict | None:
+    """Template values for the LOGISTIC/TANH/SOFTMAX op after a layer (in place on its output)."""
+    post = layer.post
+    if post is None:
+        return None
+    p, m = ctx["p"], ctx["m"]
+    if isinstance(post, ActivationLayer):
+        name = post.op.lower()
+        return {"op": post.op, "table_name": f"{p}_{name}",
+                "table": cgen.int_array(post.table().astype(np.int64), "int8_t"),
+                "note": (f"input zero point {post.input_zero_point}, multiplier {post.input_multiplier}, "
+                         f"shift {post.input_left_shift}, radius {post.input_range_radius}"),
+                "call": f"tinyml_lookup({ctx['output']}, {m}_N_OUT, {p}_{name})"}
+    table = softmax_exp_table(layer)
+    return {"op": "SOFTMAX", "exp_name": f"{p}_softmax_exp", "n_exp": len(table),
+            "exp_table": cgen.int_array(table, "uint32_t"),
+            "multiplier": cgen.int_literal(post.input_multiplier),
+            "shift": str(post.input_left_shift), "diff_min": cgen.int_literal(post.diff_min),
+            "beta": f"{post.beta:g}",
+            "call_fast": f"tinyml_softmax_fast({ctx['output']}, {m}_N_OUT, {p}_softmax_exp, {len(table)})",
+            "call_reference": (f"tinyml_softmax_reference({ctx['output']}, {m}_N_OUT, {m}_SOFTMAX_MULTIPLIER, "
+                               f"{m}_SOFTMAX_SHIFT, {m}_SOFTMAX_DIFF_MIN)")}
+
+
 _HASH = re.compile(r"[0-9a-f]{1,64}\Z")
 
 
@@ -586,10 +670,12 @@ def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
     for i, (layer, kernel) in enumerate(zip(plan.layers, kernels)):
         buffer_in = "input" if i == 0 else names[(i - 1) % 2]
         buffer_out = "output" if i == n - 1 else names[i % 2]
-        layers.append(_layer_context(
+        ctx = _layer_context(
             layer, kernel, buffer_in, buffer_out,
-            input_offset_stored=i > 0 and kernels[i - 1].fast,
-            store_offset=i < n - 1 and kernels[i + 1].fast))
+            input_offset_stored=i > 0 and kernels[i - 1].fast and plan.layers[i - 1].post is None,
+            store_offset=i < n - 1 and kernels[i + 1].fast and layer.post is None)
+        ctx["post"] = _post_context(layer, ctx)
+        layers.append(ctx)
     context = {
         "model_hash": model_hash,
         "n_inputs": plan.n_inputs, "n_outputs": plan.n_outputs, "n_layers": n,
