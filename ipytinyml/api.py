@@ -202,18 +202,34 @@ def _scores(report: dict, prediction, y) -> dict:
 def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, dict]:
     """The int8 graph, its pre-stage, its test error and what each runtime says of it."""
     from . import convert as convert_mod
-    from . import reference, runtimes
+    from . import runtimes
 
     int8 = convert_mod.to_int8(model, split["train_x"], per_channel=per_channel, int8_io=int8_io)
-    prediction = reference.run_staged(int8.flatbuffer, int8.stage, split["test_x"])
+    prediction, computed_by = _int8_prediction(int8, split["test_x"])
     features = report["data"]["features"]
     entry = {**_scores(report, prediction, split["test_y"]), "bytes": len(int8.flatbuffer),
              "sha256": artifacts.sha256(int8.flatbuffer), "source": report["variants"]["keras"]["sha256"],
-             "per_channel": bool(per_channel), "int8_io": bool(int8_io),
+             "per_channel": bool(per_channel), "int8_io": bool(int8_io), "computed_by": computed_by,
              "input_stage": int8.stage.to_json(), "standardized": int8.standardized,
              "constant_features": [f for f, c in zip(features, int8.constant) if c],
              "runtimes": runtimes.problems(int8.flatbuffer)}
     return int8.flatbuffer, entry
+
+
+def _int8_prediction(int8, x) -> tuple[np.ndarray, str]:
+    """What a board answers for ``x``: the boards' TFLM arithmetic (``quant``) behind the
+    pre-stage when a runtime of ours can run the graph, else LiteRT (whose int8 SOFTMAX, for
+    one, is not TFLM's)."""
+    import dataclasses
+
+    from . import reference
+    from .errors import ConvertError
+    from .quant import plan_from_model, predict_float
+    try:
+        plan = dataclasses.replace(plan_from_model(int8.flatbuffer), stage=int8.stage)
+    except ConvertError:
+        return reference.run_staged(int8.flatbuffer, int8.stage, x), "LiteRT"
+    return predict_float(plan, x), "the boards' TFLM arithmetic (ipytinyml.quant)"
 
 
 def _gate(reference_entry: dict, entry: dict, flatbuffer: bytes, split, report) -> dict:
