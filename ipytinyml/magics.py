@@ -298,7 +298,11 @@ Examples
     @argument("--features", default="horsepower", metavar="A,B",
               help="Comma-separated numeric input columns (default: %(default)s).")
     @argument("--label", default="mpg", metavar="Y[,Z]",
-              help="The numeric column to predict, or several joined by commas (default: %(default)s).")
+              help="The numeric column to predict, or several joined by commas; a classifier's "
+                   "column of classes (default: %(default)s).")
+    @argument("--task", choices=("regression", "classification"), default=None,
+              help="regression or classification (default: classification when the label is text "
+                   "or bool, else regression).")
     @argument("--name", default="hp_mpg",
               help="Model name, a plain identifier; artifacts go to <root>/<name>/ "
                    "(default: %(default)s).")
@@ -338,7 +342,7 @@ Examples
             with self._progress(f"training {args.name}") as bar:
                 report = api.train(data=data, features=features, label=args.label.strip(),
                                    name=args.name, root=self.root, model=model, epochs=args.epochs,
-                                   seed=args.seed,
+                                   seed=args.seed, task=args.task,
                                    progress=lambda done, total, loss: bar.update(
                                        done, total, f"loss {loss:.3f}"))
                 bar.finish(f"done in {bar.elapsed:.1f} s")

@@ -214,7 +214,7 @@ class BoardSlider:
         import numpy as np
 
         from . import api
-        from .views import model_columns
+        from .views import model_classes, model_columns
 
         self.board = board
         self.last = None
@@ -225,6 +225,9 @@ class BoardSlider:
         n_in = board.plan.n_inputs
         self.features = features if len(features) == n_in else [f"x{i}" for i in range(n_in)]
         n_out = board.plan.n_outputs
+        classes = model_classes(board.name, root) or []
+        if len(classes) == n_out > 1:  # a softmax classifier: one probability per class
+            labels = [f"p({name})" for name in classes]
         self.labels = labels if len(labels) == n_out else [f"y{i}" for i in range(n_out)]
         self.label = self.labels[0]
         xs = np.concatenate([split["train_x"], split["test_x"]]).astype(np.float64)

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 MAIN = EXAMPLES / "autompg_virtual_board.ipynb"
 BYOD = EXAMPLES / "bring_your_own_data.ipynb"
+ORIGIN = EXAMPLES / "autompg_origin_classifier.ipynb"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
@@ -31,8 +32,9 @@ demo = _load_demo()
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     work = tmp_path_factory.mktemp("notebooks")
-    main, byod = demo.execute_notebooks([MAIN, BYOD], work, timeout=600)
-    return {"main": (main, work / MAIN.stem), "byod": (byod, work / BYOD.stem)}
+    main, byod, origin = demo.execute_notebooks([MAIN, BYOD, ORIGIN], work, timeout=600)
+    return {"main": (main, work / MAIN.stem), "byod": (byod, work / BYOD.stem),
+            "origin": (origin, work / ORIGIN.stem)}
 
 
 def _cell(nb, startswith: str):
@@ -61,7 +63,7 @@ def _report(folder: Path, name: str) -> dict:
 
 
 # -- the stored notebooks ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", [MAIN, BYOD], ids=["main", "byod"])
+@pytest.mark.parametrize("path", [MAIN, BYOD, ORIGIN], ids=["main", "byod", "origin"])
 def test_examples_are_stored_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
@@ -165,6 +167,25 @@ def test_byod_notebook(executed):
     state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     sliders = [m["state"] for m in state.values() if m["model_name"] == "FloatSliderModel"]
     assert sorted(s["description"] for s in sliders) == ["humidity", "temperature"]
+
+
+def test_origin_classifier_notebook(executed):
+    """The classifier example: softmax on the virtual Uno, accuracy, confusion, parity, widget."""
+    nb, folder = executed["origin"]
+    assert demo.cell_errors(nb) == []
+    report = _report(folder, "origin")
+    assert report["data"]["classes"] == ["Europe", "Japan", "USA"]
+    v = report["variants"]
+    assert v["int8"]["accuracy"] >= 0.70 and abs(v["int8"]["accuracy"] - v["float32"]["accuracy"]) <= 0.04
+    assert report["parity"]["matched"] == report["parity"]["total"] == report["data"]["n_test"]
+    assert "confusion matrix" in _plain(_cell(nb, "%tinyml_quantize"))
+    predict = _plain(_cell(nb, "%tinyml_predict 18"))
+    assert predict.count("✓") == 2 and "USA" in predict
+    tested = _plain(_cell(nb, "%tinyml_predict --test"))
+    assert "test accuracy" in tested and "confusion matrix on the board" in tested
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    sliders = [m["state"] for m in state.values() if m["model_name"] == "FloatSliderModel"]
+    assert len(sliders) == 7
 
 
 def test_demo_fails_when_a_cell_fails(tmp_path):
