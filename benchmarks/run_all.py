@@ -268,7 +268,18 @@ def rows_own_data(e):
                     f"({c['diff']:+.3f})" for c in autompg)
     rest = "; ".join(f"{c['case']}: {c['diff'] / c['float32']:+.0%} ({c['rows'][0]['basis']})" for c in others)
     parity = "100 %" if d["parity_met"] else "NOT 100 %"
-    return [("accuracy, own data",
+    c = d.get("classifier")
+    rows = []
+    if c:
+        p = c["parity"] or {}
+        rows.append(("classification",
+                     f"AutoMPG origin from 7 features (softmax on the board): float32 accuracy {c['float32']:.3f}, "
+                     f"int8 {c['int8']:.3f} ({c['diff']:+.3f}; mean of {d['seeds']} seeds); virtual Uno: parity "
+                     f"{p.get('matched')}/{p.get('total')}, int8 {p.get('raw_matched')}/{p.get('raw_total')}, "
+                     f"{p.get('cycles') or 0:,.0f} cycles per inference",
+                     "int8 within 0.04 of float32 and >= 0.70 (goal: within 1 test row)",
+                     _met(c["met"]) + ("" if c["goal"] else " (1-row goal missed)")))
+    return rows + [("accuracy, own data",
              f"AutoMPG {mpg} (mean of {d['seeds']} seeds); {rest}; virtual-Uno parity {parity} "
              f"(table below)",
              "AutoMPG 4/7 features: int8 within 0.05 MPG of float32 (goal 0.02); any scales: within 5 % "
@@ -313,7 +324,7 @@ ROWS = {"own_data": rows_own_data, "training": rows_training, "cycles": rows_cyc
         "emlearn": rows_emlearn, "parity": rows_parity, "footprint": rows_footprint, "build": rows_build,
         "notebook": rows_notebook, "serial": rows_serial, "upload": rows_upload}
 
-FALLBACK_ROW = {"own_data": ["accuracy, own data"], "training": ["accuracy", "training speed"],
+FALLBACK_ROW = {"own_data": ["classification", "accuracy, own data"], "training": ["accuracy", "training speed"],
                 "cycles": ["device cost"], "arm": ["device cost, Cortex-M4F"],
                 "emlearn": ["peer on the same chip"], "parity": ["parity"], "footprint": ["footprint"],
                 "build": ["virtual board build"], "notebook": ["notebook loop"],
