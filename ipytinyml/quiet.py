@@ -30,7 +30,10 @@ LOGGERS = ("tensorflow", "absl")
 
 
 @contextlib.contextmanager
-def _fd2_diverted():
+def fd2_diverted():
+    """Divert file descriptor 2 (native code's stderr) for the block. If the block raises
+    anything but a ``TinyMLError``, what was diverted is written back to ``sys.stderr``, so
+    nothing useful for debugging a bug is lost."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
@@ -64,7 +67,7 @@ def _fd2_diverted():
 def quieted():
     """TensorFlow imported and silent for the duration of the block (see the module doc)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _fd2_diverted():
+    with fd2_diverted():
         # TensorFlow configures its logger once, on import: import it first, then override.
         try:
             import tensorflow  # noqa: F401

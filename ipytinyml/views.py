@@ -13,7 +13,6 @@ after training, when TensorFlow is loaded anyway.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import math
@@ -138,45 +137,15 @@ def as_dict(obj) -> dict:
 
 
 # -- native output ----------------------------------------------------------------------------------
-@contextlib.contextmanager
 def native_stderr_quieted():
-    """Divert file descriptor 2 while TensorFlow loads and trains.
+    """Divert file descriptor 2 while TensorFlow loads and trains (``quiet.fd2_diverted``).
 
     TensorFlow's C++ start-up logging (absl, oneDNN, CUDA probes) ignores
     ``TF_CPP_MIN_LOG_LEVEL`` and would land in the cell's output. Python-level
-    ``sys.stderr`` in a kernel is not fd 2 and is unaffected. If the block
-    raises anything but a ``TinyMLError``, what was diverted is written back to
-    ``sys.stderr``, so nothing useful for debugging a bug is lost.
+    ``sys.stderr`` in a kernel is not fd 2 and is unaffected.
     """
-    import os
-    import sys
-    import tempfile
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no fd 2 to divert
-        yield
-        return
-    sink = tempfile.TemporaryFile()
-    os.dup2(sink.fileno(), 2)
-    from .errors import TinyMLError
-    failed = False
-    try:
-        yield
-    except TinyMLError:  # a user error: its one line says it all
-        raise
-    except Exception:  # a bug: keep whatever native code said
-        failed = True
-        raise
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        if failed:
-            sink.seek(0)
-            text = sink.read().decode("utf-8", "replace").strip()
-            if text:
-                print(text, file=sys.stderr)
-        sink.close()
+    from .quiet import fd2_diverted
+    return fd2_diverted()
 
 
 # -- live progress ------------------------------------------------------------------------------
