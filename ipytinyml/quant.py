@@ -130,7 +130,8 @@ class DenseLayer:
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """A chain of Dense layers with the quantization of its two ends."""
+    """A chain of Dense layers (each with its optional LOGISTIC/TANH/SOFTMAX ``post`` op)
+    with the quantization of its two ends."""
 
     layers: tuple[DenseLayer, ...]
     input: TensorQuant  # the int8 tensor fed to the first layer
