@@ -32,10 +32,11 @@ def test_examples_module_copies_the_notebooks_and_their_data(tmp_path):
     assert run.returncode == 0, run.stderr
     dest = tmp_path / "ipytinyml-examples"
     notebooks = sorted(p.name for p in dest.glob("*.ipynb"))
-    assert notebooks == ["autompg_virtual_board.ipynb", "bring_your_own_data.ipynb"]
+    assert notebooks == ["autompg_origin_classifier.ipynb", "autompg_virtual_board.ipynb",
+                         "bring_your_own_data.ipynb"]
     assert (dest / "data" / "greenhouse.csv").read_bytes() == \
         (Path(HERE) / "examples" / "data" / "greenhouse.csv").read_bytes()
-    assert "copied 3 file(s)" in run.stdout and "jupyter lab" in run.stdout
+    assert "copied 4 file(s)" in run.stdout and "jupyter lab" in run.stdout
 
 
 def test_examples_module_never_overwrites_a_users_file(tmp_path):
@@ -60,7 +61,8 @@ def test_examples_module_errors_are_one_line(tmp_path):
 
 def test_copy_examples_from_python(tmp_path):
     written = ipytinyml.copy_examples(tmp_path / "ex")
-    assert {p.name for p in written} == {"autompg_virtual_board.ipynb", "bring_your_own_data.ipynb",
+    assert {p.name for p in written} == {"autompg_origin_classifier.ipynb", "autompg_virtual_board.ipynb",
+                                         "bring_your_own_data.ipynb",
                                          "greenhouse.csv"}
     assert ipytinyml.copy_examples(tmp_path / "ex") == []
 
