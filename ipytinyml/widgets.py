@@ -226,6 +226,7 @@ class BoardSlider:
         self.features = features if len(features) == n_in else [f"x{i}" for i in range(n_in)]
         n_out = board.plan.n_outputs
         classes = model_classes(board.name, root) or []
+        self.classes = classes if len(classes) == n_out > 1 or (len(classes) == 2 and n_out == 1) else []
         if len(classes) == n_out > 1:  # a softmax classifier: one probability per class
             labels = [f"p({name})" for name in classes]
         self.labels = labels if len(labels) == n_out else [f"y{i}" for i in range(n_out)]
@@ -311,11 +312,30 @@ class BoardSlider:
                   f"notebook <b class=\"tinyml-notebook\">{notebook_y:.2f}</b>"
         for label, b, n in zip(self.labels[1:], p.board[1:], p.notebook[1:]):
             outputs += f"; board <b>{b:.2f}</b> {html.escape(label)} · notebook <b>{n:.2f}</b>"
+        if self.classes:
+            outputs = self._class_bars(p)
         return (f'<span class="tinyml-reading" data-input="{p.inputs[0]!r}" '
                 f'data-board="{board_y!r}" data-notebook="{notebook_y!r}" '
                 f'data-agree="{int(p.agree)}" style="font-family:monospace">'
                 f"{html.escape(inputs)} → {outputs} · "
                 f"{device} on the device · {mark}</span>")
+
+    def _class_bars(self, p) -> str:
+        """A classifier's reading: one bar per class, the board's probability (the notebook's
+        is the same int8 model; a differing one shows in the mark), the winner in bold."""
+        from .metrics import top_class
+        board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
+        winner, _ = top_class(p.board)
+        bars = []
+        for k, (name, prob) in enumerate(zip(self.classes, board)):
+            weight = "bold" if k == winner else "normal"
+            bars.append(f'<div class="tinyml-class" data-class="{html.escape(name)}" data-p="{prob!r}" '
+                        f'style="display:flex;align-items:center;gap:6px;font-weight:{weight}">'
+                        f'<span style="width:90px;text-align:right">{html.escape(name)}</span>'
+                        f'<span class="tinyml-bar" style="display:inline-block;height:12px;width:'
+                        f'{200 * max(0.0, min(1.0, prob)):.0f}px;background:{"#2a7" if k == winner else "#9bd"}">'
+                        f'</span><span>{prob:.2f}</span></div>')
+        return "<div>" + "".join(bars) + "</div>"
 
     def set(self, *values) -> None:
         """Move the sliders (as a user would); the board is asked after the debounce delay."""

@@ -3,6 +3,8 @@ SOFTMAX or LOGISTIC output, the native sketch on the virtual Uno computing it, p
 boards' TFLM arithmetic, accuracy and confusion matrices in report.json and the views."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -47,6 +49,19 @@ def test_text_label_is_a_classifier_and_runs_on_the_virtual_uno(tmp_path):
                                    labels=["origin"], classes=result["classes"]))
         assert "USA" in shown and "✓" in shown
         assert "confusion matrix on the board" in repr(EvaluateResult(result, name="origin"))
+        from ipytinyml.widgets import BoardSlider
+        slider = BoardSlider(board, tmp_path, plot=False)
+        try:
+            slider.set(18, 8, 307, 130, 3504, 12, 70)
+            assert slider.wait_idle(10)
+            page = slider.result.value
+            bars = re.findall(r'data-class="(\w+)" data-p="([0-9.e-]+)"', page)
+            assert [name for name, _ in bars] == ["Europe", "Japan", "USA"]
+            probs = [float(p) for _, p in bars]
+            assert probs == pytest.approx(list(slider.last.board)) and max(probs) == probs[2]
+            assert page.count('class="tinyml-bar"') == 3 and "✓ agree" in page
+        finally:
+            slider.close()
 
 
 def test_bool_label_is_a_binary_sigmoid_classifier(tmp_path):
