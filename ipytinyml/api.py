@@ -174,7 +174,8 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
         if progress:
             progress(variant)
         if variant == "int8":
-            converted[variant], entries[variant] = _quantize_int8(model, split, report, per_channel, int8_io)
+            converted[variant], entries[variant], int8_plan = _quantize_int8(
+                model, split, report, per_channel, int8_io)
             continue
         flatbuffer = convert_mod.convert(model, variant, split["train_x"])
         prediction = reference.run_litert(flatbuffer, split["test_x"])
@@ -183,7 +184,7 @@ def quantize(name: str | None = None, root: str | os.PathLike = DEFAULT_ROOT,
                             "sha256": artifacts.sha256(flatbuffer), "source": keras_sha}
     if "int8" in entries:
         reference_entry = entries.get("float32") or report["variants"].get("float32") or report["variants"]["keras"]
-        entries["int8"]["gate"] = _gate(reference_entry, entries["int8"], converted["int8"], split, report)
+        entries["int8"]["gate"] = _gate(reference_entry, entries["int8"], int8_plan, split, report)
 
     for variant, flatbuffer in converted.items():
         artifacts.write_bytes(folder / artifacts.tflite_filename(variant), flatbuffer)
@@ -199,13 +200,16 @@ def _scores(report: dict, prediction, y) -> dict:
     return metrics(data.get("task", "regression"), prediction, y, len(classes) if classes else None)
 
 
-def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, dict]:
-    """The int8 graph, its pre-stage, its test error and what each runtime says of it."""
+def _quantize_int8(model, split, report, per_channel, int8_io):
+    """``(flatbuffer, report entry, plan or None)``: the int8 graph, its pre-stage, its test
+    metrics and what each runtime says of it; the plan (with its pre-stage) when a runtime of
+    ours can run the graph."""
     from . import convert as convert_mod
     from . import runtimes
 
     int8 = convert_mod.to_int8(model, split["train_x"], per_channel=per_channel, int8_io=int8_io)
-    prediction, computed_by = _int8_prediction(int8, split["test_x"])
+    plan = _plan_of(int8)
+    prediction, computed_by = _int8_prediction(int8, plan, split["test_x"])
     features = report["data"]["features"]
     entry = {**_scores(report, prediction, split["test_y"]), "bytes": len(int8.flatbuffer),
              "sha256": artifacts.sha256(int8.flatbuffer), "source": report["variants"]["keras"]["sha256"],
@@ -213,41 +217,42 @@ def _quantize_int8(model, split, report, per_channel, int8_io) -> tuple[bytes, d
              "input_stage": int8.stage.to_json(), "standardized": int8.standardized,
              "constant_features": [f for f, c in zip(features, int8.constant) if c],
              "runtimes": runtimes.problems(int8.flatbuffer)}
-    return int8.flatbuffer, entry
+    return int8.flatbuffer, entry, plan
 
 
-def _int8_prediction(int8, x) -> tuple[np.ndarray, str]:
+def _plan_of(int8):
+    """The graph's ModelPlan with its pre-stage, or None when no runtime of ours runs it."""
+    import dataclasses
+
+    from .errors import ConvertError
+    from .quant import plan_from_model
+    try:
+        return dataclasses.replace(plan_from_model(int8.flatbuffer), stage=int8.stage)
+    except ConvertError:
+        return None
+
+
+def _int8_prediction(int8, plan, x) -> tuple[np.ndarray, str]:
     """What a board answers for ``x``: the boards' TFLM arithmetic (``quant``) behind the
     pre-stage when a runtime of ours can run the graph, else LiteRT (whose int8 SOFTMAX, for
     one, is not TFLM's)."""
-    import dataclasses
-
     from . import reference
-    from .errors import ConvertError
-    from .quant import plan_from_model, predict_float
-    try:
-        plan = dataclasses.replace(plan_from_model(int8.flatbuffer), stage=int8.stage)
-    except ConvertError:
+    from .quant import predict_float
+    if plan is None:
         return reference.run_staged(int8.flatbuffer, int8.stage, x), "LiteRT"
     return predict_float(plan, x), "the boards' TFLM arithmetic (ipytinyml.quant)"
 
 
-def _gate(reference_entry: dict, entry: dict, flatbuffer: bytes, split, report) -> dict:
+def _gate(reference_entry: dict, entry: dict, plan, split, report) -> dict:
     from . import accuracy
-    from .errors import ConvertError
     from .prestage import InputStage
-    from .quant import plan_from_model
 
-    try:
-        plan = plan_from_model(flatbuffer)
-    except ConvertError:
-        plan = None
-    output_scale = plan.output.scale if plan is not None else 0.0
+    if "accuracy" in entry:
+        return accuracy.class_gate(reference_entry["accuracy"], entry["accuracy"], report["data"]["n_test"])
     cause = lambda: accuracy.likely_cause(  # noqa: E731 - only computed when the gate fails
         features=report["data"]["features"], stage=InputStage.from_json(entry["input_stage"]),
         standardized=entry["standardized"], plan=plan, test_x=split["test_x"])
-    if "accuracy" in entry:
-        return accuracy.class_gate(reference_entry["accuracy"], entry["accuracy"], report["data"]["n_test"])
+    output_scale = plan.output.scale if plan is not None else 0.0
     return accuracy.gate(reference_entry["mae"], entry["mae"], output_scale, cause)
 
 

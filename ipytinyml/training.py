@@ -131,7 +131,7 @@ def fit(model, train_x: np.ndarray, train_y: np.ndarray, *, epochs: int | None =
     # features, and its first Dense then absorbs the standardization.
     features = _feature_scaler(model, train_x)
     if features is not None:
-        seen = features[0]
+        seen, _ = features
         train_x = ((np.asarray(train_x, np.float64) - seen.offset) / seen.divisor).astype(np.float32)
     x = tf.constant(train_x)
     y = tf.constant(((np.asarray(train_y, np.float64) - y_mean) / y_std).astype(np.float32))
@@ -205,8 +205,8 @@ def _label_scaler(model, train_y: np.ndarray):
 
 
 def _feature_scaler(model, train_x: np.ndarray):
-    """How the fast recipe feeds a model without preprocessing of its own: a ``FirstDense``
-    seeing standardized features (constant ones set to 0), or None to train on raw features."""
+    """How the fast recipe feeds a model without preprocessing of its own: ``(FirstDense seeing
+    standardized features, constant-feature mask)``, or None to train on raw features."""
     from .convert import FirstDense, first_dense, standardization
     found = first_dense(model, np.asarray(train_x).shape[1])
     if found is None or found.preprocessing or not model.layers[found.index].use_bias:

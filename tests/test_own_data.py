@@ -287,8 +287,8 @@ def test_wrong_output_count_says_how_many_labels(tmp_path):
         tm.train(label=["mpg", "acceleration"], model=model, root=tmp_path)
 
 
-def test_convert_error_from_an_unrebuildable_layer_is_one_line(tmp_path):
-    """No traceback from quantize: anything the rewrite or LiteRT cannot do is a ConvertError."""
+def test_a_model_litert_cannot_load_is_a_one_line_convert_error():
+    """No traceback from quantize: what LiteRT cannot load or run is a one-line ConvertError."""
     from ipytinyml.reference import run_litert
     with pytest.raises(ConvertError) as info:
         run_litert(b"not a model", np.zeros((1, 1), np.float32))
