@@ -40,6 +40,7 @@ class Dataset:
     test_y: np.ndarray = field(repr=False)
     task: str = "regression"
     classes: list[str] | None = None  # classification: class names, in the order of their index
+    n_dropped: int = 0  # rows left out for a missing feature value
 
     @property
     def label(self) -> str:
@@ -58,7 +59,7 @@ class Dataset:
         """The ``data`` section of report.json."""
         out = {"source": self.source, "features": list(self.features), "label": self.label,
                "labels": list(self.labels), "n_train": self.n_train, "n_test": self.n_test,
-               "seed": self.seed, "task": self.task}
+               "seed": self.seed, "task": self.task, "n_dropped": self.n_dropped}
         if self.classes is not None:
             out["classes"] = list(self.classes)
         return out
@@ -233,6 +234,7 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
         if df[name].isna().any():
             n = int(df[name].isna().sum())
             raise DataError(f"label column {name!r} has {n} missing value(s); drop or fill those rows first")
+    n_rows = len(df)
     df = df.dropna().reset_index(drop=True)
     bools = features + labels if task == "regression" else features
     df = df.astype({name: np.float64 for name in bools if _is_boolean(df[name])})
@@ -263,4 +265,4 @@ def load_data(data="autompg", features=("horsepower",), label="mpg", seed: int =
         as_y = lambda part: part[labels].to_numpy(dtype=np.float32)  # noqa: E731
     return Dataset(source=source, features=features, labels=labels, seed=seed,
                    train_x=as_x(train), train_y=as_y(train), test_x=as_x(test), test_y=as_y(test),
-                   task=task, classes=classes)
+                   task=task, classes=classes, n_dropped=n_rows - len(df))

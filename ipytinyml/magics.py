@@ -106,6 +106,11 @@ def parse_line(magic, line: str):
     return magic.parser.parse_args(split_line(line))
 
 
+def _columns(words: list[str]) -> list[str]:
+    """Column names given as separate words, joined by commas, or both."""
+    return [name.strip() for word in words for name in word.split(",") if name.strip()]
+
+
 def _wants_help(line: str) -> bool:
     try:
         words = split_line(line)
@@ -295,11 +300,12 @@ Examples
     @argument("--data", default="autompg", metavar="DATA",
               help="'autompg' (bundled), a CSV path, or the name of a pandas DataFrame in the "
                    "notebook (default: %(default)s).")
-    @argument("--features", default="horsepower", metavar="A,B",
-              help="Comma-separated numeric input columns (default: %(default)s).")
-    @argument("--label", default="mpg", metavar="Y[,Z]",
-              help="The numeric column to predict, or several joined by commas; a classifier's "
-                   "column of classes (default: %(default)s).")
+    @argument("--features", nargs="+", default=["horsepower"], metavar="COLUMN",
+              help="Numeric input columns, separated by commas or spaces; quote a name that "
+                   "holds spaces: --features \"temp (C)\" humidity (default: horsepower).")
+    @argument("--label", nargs="+", default=["mpg"], metavar="COLUMN",
+              help="The numeric column to predict, or several (commas or spaces); a classifier's "
+                   "column of classes (default: mpg).")
     @argument("--task", choices=("regression", "classification"), default=None,
               help="regression or classification (default: classification when the label is text "
                    "or bool, else regression).")
@@ -335,12 +341,12 @@ Examples
         from . import api
         from .views import TrainResult, native_stderr_quieted, trained_fit_png
 
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
+        features, labels = _columns(args.features), _columns(args.label)
         data = self._data(args.data)
         with native_stderr_quieted():  # TensorFlow's C++ start-up chatter
             model = self._run_body(cell) if cell and cell.strip() else None
             with self._progress(f"training {args.name}") as bar:
-                report = api.train(data=data, features=features, label=args.label.strip(),
+                report = api.train(data=data, features=features, label=labels,
                                    name=args.name, root=self.root, model=model, epochs=args.epochs,
                                    seed=args.seed, task=args.task,
                                    progress=lambda done, total, loss: bar.update(

@@ -351,6 +351,8 @@ class TrainResult(_Result):
     def _pairs(self):
         d = self.data
         pairs = [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test")))]
+        if d.get("n_dropped"):
+            pairs.append(("rows left out", f"{_num(d['n_dropped'])} (a missing feature value)"))
         if self.accuracy is not None:
             pairs += [("classes", ", ".join(d.get("classes", []))),
                       ("test accuracy", f"{self.accuracy:.3f}")]

@@ -29,7 +29,7 @@ def test_train_writes_report_model_and_split(trained):
     folder = root / "hp_mpg"
     assert report["data"] == {"source": "autompg", "features": ["horsepower"], "label": "mpg",
                               "labels": ["mpg"], "n_train": 314, "n_test": 78, "seed": 0,
-                              "task": "regression", "constant_features": []}
+                              "task": "regression", "constant_features": [], "n_dropped": 6}
     assert report["variants"]["keras"]["mae"] < 3.6
     assert json.loads((folder / "report.json").read_text()) == report
     assert (folder / "model.keras").is_file()

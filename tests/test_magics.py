@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+import pandas as pd
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
@@ -463,3 +465,28 @@ def test_results_are_dataframes_too(ip, trained):
     tested.raise_error()
     summary = tested.result.to_frame()
     assert summary["parity_matched"].iloc[0] == summary["parity_total"].iloc[0] == 78
+
+
+def test_messy_csv_columns_by_name_and_rows_left_out(ip, tmp_path):
+    """Column names with spaces and symbols, given as quoted words or joined by commas, pick the
+    same columns; rows whose feature is missing ("", "n/a") are left out and the result says how
+    many."""
+    rng = np.random.default_rng(3)
+    temp = rng.uniform(-10, 40, 60)
+    humidity = rng.uniform(10, 90, 60).round().astype(object)
+    humidity[3], humidity[5] = "n/a", ""
+    df = pd.DataFrame({"Temp (°C)": temp.round(1), "humidity %": humidity,
+                       "feel": np.where(np.abs(temp - 22) < 8, "good", "bad")})
+    path = tmp_path / "weather.csv"
+    df.to_csv(path, index=False)
+    words = ip.run_cell(f'%tinyml_train --data {path} --features "Temp (°C)" "humidity %" '
+                        f'--label feel --name messy --epochs {EPOCHS}')
+    words.raise_error()
+    commas = ip.run_cell(f'%tinyml_train --data {path} --features "Temp (°C),humidity %" '
+                         f'--label feel --name messy2 --epochs {EPOCHS}')
+    commas.raise_error()
+    for result in (words.result, commas.result):
+        data = result.to_dict()["data"]
+        assert data["features"] == ["Temp (°C)", "humidity %"] and data["labels"] == ["feel"]
+        assert data["n_dropped"] == 2 and data["n_train"] + data["n_test"] == 58
+        assert "rows left out  2 (a missing feature value)" in repr(result)
