@@ -148,10 +148,13 @@ def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "nativ
         problem = native_fit_problem(plan)
         if problem:
             raise TinyMLError(f"model {name!r} does not fit: {problem}")
-    feature, label = _labels(artifacts.read_report(folder))
+    report = artifacts.read_report(folder)
+    feature, label = _labels(report)
+    data = report.get("data", {})
+    classes = data.get("classes") if data.get("task") == "classification" else None
     deployed = stage_hash(flatbuffer, stage)
     options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=deployed,
-                   input_label=feature, output_label=label, stage=stage)
+                   input_label=feature, output_label=label, stage=stage, classes=classes)
     firmware = folder / "firmware" / target.replace(":", "_")
     if runtime == "tflm":
         sketch = render_tflm_sketch(flatbuffer, plan, firmware, **options)
