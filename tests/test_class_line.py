@@ -176,3 +176,39 @@ def test_classifier_protocol_compiles_for_cortex_m4(name, tmp_path):
                             *WARNINGS, "-Wshadow", f"-I{sketch}", "-c", str(sketch / src),
                             "-o", str(tmp_path / f"{src}.o")], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-3000:]
+
+
+# ------------------------------------------------------------------------ TFLM
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs host g++")
+@pytest.mark.parametrize("name", ["softmax", "sigmoid_out"])
+def test_tflm_sketch_carries_the_names_and_prints_the_class(name, tmp_path):
+    """The TFLM template's header has the same class block; the sketch compiles against the
+    TFLM declarations (tests/tflm_stubs, as tests/test_tflm_sketch.py checks sketches) and,
+    linked with the stubs' identity interpreter (output j = input j), names the class of
+    the int8 codes a typed line quantizes to."""
+    from test_tflm_sketch import CXXFLAGS, STUBS, _generate, _gxx, _host_board, _run, _sources
+
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(AM.tflite(name, True))
+    sketch = tmp_path / "sk"
+    _generate(path, sketch, classes=CLASSES[name])
+    header = (sketch / "tinyml_model.h").read_text()
+    assert f"#define TINYML_N_CLASSES {len(CLASSES[name])}" in header
+    assert all(f'"{n}' in header for n in CLASSES[name])
+    for source in _sources(sketch):
+        _gxx([*CXXFLAGS, "-fsyntax-only", f"-I{sketch}", f"-I{STUBS}", str(source)])
+
+    exe, plan = _host_board(path, tmp_path / "run", classes=CLASSES[name])
+    rows = np.round(AM.data(2)["x"][:60], 1)
+    typed = [" ".join(f"{v:g}" for v in row) for row in rows]
+    codes = plan.input_stage.quantize(rows)[:, :plan.n_outputs]  # the identity interpreter
+    out = _run(exe, typed)
+    assert out[0].startswith("#tinyml ready proto=1 runtime=tflm") and len(out) == 1 + len(rows)
+    seen = set()
+    for row, line, q in zip(typed, out[1:], codes):
+        k, p = top_class(dequantize(q, plan.output))
+        seen.add(k)
+        assert line.startswith(f"horsepower {row} -> mpg: {CLASSES[name][k]} "
+                               f"({two_decimals(Fraction(p))}) ("), line
+    assert seen == set(range(len(CLASSES[name])))
