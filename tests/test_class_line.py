@@ -212,3 +212,8 @@ def test_tflm_sketch_carries_the_names_and_prints_the_class(name, tmp_path):
         assert line.startswith(f"horsepower {row} -> mpg: {CLASSES[name][k]} "
                                f"({two_decimals(Fraction(p))}) ("), line
     assert seen == set(range(len(CLASSES[name])))
+
+
+def test_doctests():
+    import doctest
+    assert doctest.testmod(C).failed == 0
