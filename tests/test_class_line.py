@@ -217,3 +217,11 @@ def test_tflm_sketch_carries_the_names_and_prints_the_class(name, tmp_path):
 def test_doctests():
     import doctest
     assert doctest.testmod(C).failed == 0
+
+
+def test_uno_fit_counts_the_class_line():
+    from ipytinyml.codegen import fit
+    plan = plan_from_model(AM.tflite("softmax"))
+    plain, with_names = fit.native_footprint(plan), fit.native_footprint(plan, CLASSES["softmax"])
+    assert with_names[0] - plain[0] == fit.FLASH_CLASS_LINE + len("Europe Japan USA ")
+    assert with_names[1] == plain[1] and fit.native_fit_problem(plan, classes=CLASSES["softmax"]) is None
