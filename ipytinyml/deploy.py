@@ -144,14 +144,17 @@ def generate(name: str, root, target: str = VIRTUAL_BOARD, runtime: str = "nativ
     flatbuffer, entry, stage = int8_model(name, root)
     runtimes.check(entry, runtime)
     plan = dataclasses.replace(plan_from_model(read_tflite(flatbuffer)), stage=stage)
+    report = artifacts.read_report(folder)
+    data = report.get("data", {})
+    classes = data.get("classes") if data.get("task") == "classification" else None
     if runtime == "native" and (target == VIRTUAL_BOARD or ":avr:" in target):
-        problem = native_fit_problem(plan)
+        problem = native_fit_problem(plan, classes=classes)
         if problem:
             raise TinyMLError(f"model {name!r} does not fit: {problem}")
-    feature, label = _labels(artifacts.read_report(folder))
+    feature, label = _labels(report)
     deployed = stage_hash(flatbuffer, stage)
     options = dict(sketch_name=f"tinyml_{name}", board_name=board_name, model_hash=deployed,
-                   input_label=feature, output_label=label, stage=stage)
+                   input_label=feature, output_label=label, stage=stage, classes=classes)
     firmware = folder / "firmware" / target.replace(":", "_")
     if runtime == "tflm":
         sketch = render_tflm_sketch(flatbuffer, plan, firmware, **options)

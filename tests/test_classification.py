@@ -22,6 +22,33 @@ def _origin_frame():
                      american=df["origin"] == 1)
 
 
+def _human_lines_agree(board, root, name: str, label: str) -> int:
+    """Every test row typed as a human line: the board names the class the notebook picks
+    (metrics.top_class on the same int8 model) with its probability, exactly rounded."""
+    import time
+    from fractions import Fraction
+
+    from fake_model.ref import two_decimals
+    from ipytinyml import artifacts
+    from ipytinyml.codegen.classes import board_names
+    from ipytinyml.link import format_float32
+    from ipytinyml.metrics import top_class
+
+    rows = artifacts.load_split(artifacts.model_dir(root, name))["test_x"]
+    classes = artifacts.read_report(artifacts.model_dir(root, name))["data"]["classes"]
+    shown = board_names(classes)
+    answer = re.compile(rf" -> {label}: (\S+) \((\d\.\d\d)\) \(\d+ us\)$")
+    for row, scores in zip(rows, board.notebook_predict(rows)):
+        typed = " ".join(format_float32(float(v)) for v in row)
+        board.link._write(typed.encode() + b"\n", "typing a human line")
+        line = board.link._line(time.monotonic() + 10)
+        got = answer.search(line or "")
+        assert got and f" {typed} -> " in line, line
+        k, p = top_class(scores)
+        assert got.groups() == (shown[k], two_decimals(Fraction(p))), (typed, line, k, p)
+    return len(rows)
+
+
 def test_text_label_is_a_classifier_and_runs_on_the_virtual_uno(tmp_path):
     report = tm.train(data=_origin_frame(), features=SEVEN, label="origin", name="origin", root=tmp_path)
     assert report["data"]["task"] == "classification"
@@ -42,6 +69,7 @@ def test_text_label_is_a_classifier_and_runs_on_the_virtual_uno(tmp_path):
         assert result["parity"]["raw_matched"] == result["parity"]["raw_total"] == 256
         assert result["accuracy"] == pytest.approx(v["int8"]["accuracy"])
         assert result["confusion"] == v["int8"]["confusion"] and result["classes"] == ["Europe", "Japan", "USA"]
+        assert _human_lines_agree(board, tmp_path, "origin", "origin") == report["data"]["n_test"]
         scores = board.predict([18, 8, 307, 130, 3504, 12, 70])  # a 1970 V8: American
         assert scores.shape == (1, 3) and abs(float(scores.sum()) - 1) < 0.05
         from ipytinyml.views import EvaluateResult, PredictResult
@@ -76,6 +104,7 @@ def test_bool_label_is_a_binary_sigmoid_classifier(tmp_path):
         result = tm.evaluate_on_board(root=tmp_path, board=board)
         assert result["parity"]["matched"] == result["parity"]["total"]
         assert result["accuracy"] == pytest.approx(v["int8"]["accuracy"])
+        assert _human_lines_agree(board, tmp_path, "usa", "american") == report["data"]["n_test"]
 
 
 def test_classification_errors_are_one_line(tmp_path):

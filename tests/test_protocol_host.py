@@ -41,6 +41,17 @@ MODELS = {
     "wide": FakeModel(n_in=3, n_out=1, input_scale_bits=0x40200000, input_zero_point=127,
                       output_scale_bits=0x42C80000, output_zero_point=-128, fail_input=-128),
 }
+# Classifiers: an echo model (y = x, input scale 1, so a typed integer is the int8 score)
+# with TFLite's SOFTMAX/LOGISTIC output quantization, scale 1/256 and zero point -128.
+_ECHO = dict(step=0, input_scale_bits=0x3F800000, input_zero_point=0, output_scale_bits=0x3B800000,
+             output_zero_point=-128, input_label="x")
+ODD_NAMES = ('a"b\\c', "7up", "Zürich", "Toronto, ON", "日本", "x" * 40, "what??/", "Zurich", "")
+MODELS.update({
+    "softmax": FakeModel(n_in=3, n_out=3, output_label="origin", classes=("Europe", "Japan", "USA"),
+                         **_ECHO),
+    "sigmoid": FakeModel(output_label="american", classes=("False", "True"), **_ECHO),
+    "odd": FakeModel(n_in=9, n_out=9, output_label="name", classes=ODD_NAMES, **_ECHO),
+})
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +78,13 @@ def check(exe: Path, model: FakeModel, data: bytes) -> list[str]:
 
 # ------------------------------------------------------------- compilers
 
-def test_protocol_compiles_as_strict_c_and_cxx(tmp_path):
-    """Plain C99 and C++11 with pedantic conversion warnings, no warnings at all."""
+@pytest.mark.parametrize("model", [None, "softmax", "sigmoid"])
+def test_protocol_compiles_as_strict_c_and_cxx(tmp_path, model):
+    """Plain C99 and C++11 with pedantic conversion warnings, no warnings at all (also
+    with a classifier's class table and rule)."""
     src = COMMON / "tinyml_protocol.cpp"
     inc = [f"-I{COMMON}", f"-I{ROOT / 'tests' / 'fake_model'}"]
+    inc += MODELS[model].defines() if model else []
     strict = ["-Wall", "-Wextra", "-Werror", "-pedantic", "-Wshadow", "-Wconversion"]
     subprocess.run(["gcc", "-x", "c", "-std=c99", "-c", *strict, *inc, str(src),
                     "-o", str(tmp_path / "c.o")], check=True)
@@ -96,6 +110,63 @@ def test_human_lines_echo_values_and_dequantize(exes):
     lines = check(exes["one"], m, b"1.5, -0  .5e1\r\n0.5\r3\n")
     assert lines[1] == "horsepower 1.5 -0 .5e1 -> mpg -6.73 -16.05 14.98 (* us)"
     assert len(lines) == 4  # "\r" alone ends a line too (terminal programs send it)
+
+
+def test_class_line_names_the_first_highest_score(exes):
+    """A softmax classifier's human line: the class with the highest int8 score, the first
+    one on a tie (numpy's argmax, which the notebook uses), and its probability with the
+    same exact dequantization and rounding; several inferences separated by commas."""
+    lines = check(exes["softmax"], MODELS["softmax"],
+                  b"5 5 3\n3 5 5\n1 2 3\n-128 -128 -128\n127 127 127\n4 -3 4\n0 1 0, -96 -100 -97\n")
+    assert lines[1] == "x 5 5 3 -> origin: Europe (0.52) (* us)"  # 133/256
+    assert lines[2] == "x 3 5 5 -> origin: Japan (0.52) (* us)"
+    assert lines[3] == "x 1 2 3 -> origin: USA (0.51) (* us)"
+    assert lines[4] == "x -128 -128 -128 -> origin: Europe (0.00) (* us)"
+    assert lines[5] == "x 127 127 127 -> origin: Europe (1.00) (* us)"
+    assert lines[6] == "x 4 -3 4 -> origin: Europe (0.52) (* us)"
+    # 32/256 = 0.125 exactly: rounded half away from zero, 0.13
+    assert lines[7] == "x 0 1 0 -96 -100 -97 -> origin: Japan (0.50), Europe (0.13) (* us)"
+    # requests still answer the int8 scores: the host decides the class itself
+    assert check(exes["softmax"], MODELS["softmax"], b"!1 r 5 5 3\n")[1] == "@1 ok 5 5 3 us=* cyc=*"
+
+
+def test_class_line_sigmoid_threshold(exes):
+    """One sigmoid output: class 1 when the float32 probability is > 0.5 (the notebook's
+    top_class), so q = 0 (exactly 0.5) is class 0; class 0's probability is 1 - p."""
+    m = MODELS["sigmoid"]
+    assert m.defines()[-2:] == ["-DTINYML_CLASS_MIN_Q=1", "-DTINYML_CLASS_ONE_K=256"]
+    lines = check(exes["sigmoid"], m, b"-1\n0\n1\n-128\n127\n-96\n32\n2, -2, 0.4, 0.6\n")
+    assert lines[1] == "x -1 -> american: False (0.50) (* us)"  # p = 127/256, 1 - p = 129/256
+    assert lines[2] == "x 0 -> american: False (0.50) (* us)"   # p = 0.5 exactly: not > 0.5
+    assert lines[3] == "x 1 -> american: True (0.50) (* us)"    # 129/256
+    assert lines[4] == "x -128 -> american: False (1.00) (* us)"
+    assert lines[5] == "x 127 -> american: True (1.00) (* us)"
+    assert lines[6] == "x -96 -> american: False (0.88) (* us)"  # 1 - 0.125 = 0.875
+    assert lines[7] == "x 32 -> american: True (0.63) (* us)"    # 0.625
+    assert lines[8] == ("x 2 -2 0.4 0.6 -> american: True (0.51), False (0.51), False (0.50), "
+                        "True (0.50) (* us)")
+    # every int8 value, 16 inferences per line, against the host's rule
+    data = b"".join((" ".join(str(q) for q in range(lo, lo + 16)) + "\n").encode()
+                    for lo in range(-128, 128, 16))
+    assert sum(line.count("True") for line in check(exes["sigmoid"], m, data)) == 127
+
+
+def test_class_names_are_escaped_and_printable(exes):
+    """Class names from the user's data become valid C string literals and printable
+    ASCII words on the board: quotes and backslashes escaped, a name starting with a digit
+    after the previous one's NUL, accents dropped, spaces and commas as '_', at most 24
+    characters, and names that would read alike or not at all as class_<index>."""
+    from ipytinyml.codegen.classes import board_names
+    shown = board_names(ODD_NAMES)
+    assert shown == ['a"b\\c', "7up", "Zurich", "Toronto__ON", "class_4", "x" * 23 + "~", "what??/",
+                     "class_7", "class_8"]
+    m = MODELS["odd"]
+    for k in range(9):
+        row = [-128] * 9
+        row[k] = 127
+        line = check(exes["odd"], m, (" ".join(map(str, row)) + "\n").encode())[1]
+        assert line.endswith(f"-> name: {shown[k]} (1.00) (* us)"), line
+        assert line.isascii() and line.isprintable()
 
 
 def test_raw_and_predict_requests(exes):
@@ -363,7 +434,7 @@ def _random_line(rng: random.Random, m: FakeModel) -> bytes:
     return f"!{rng.randint(0, 65535)} r {' '.join(str(rng.randint(-128, 127)) for _ in range(m.n_in))}".encode()
 
 
-@pytest.mark.parametrize("name", ["one", "multi"])
+@pytest.mark.parametrize("name", ["one", "multi", "softmax", "sigmoid"])
 def test_fuzz_lines_against_spec_model(exes, name):
     """5000 random, malformed, binary and overlong lines with CR/LF mixes: every
     line answered exactly as the spec says, banner once, the board never stops."""

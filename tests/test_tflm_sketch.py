@@ -294,10 +294,10 @@ def test_every_known_registration_exists_in_the_resolver(tmp_path):
 
 
 def _host_board(tflite_path: Path, tmp_path: Path, *, arena_need: int | None = None,
-                extra=(), in_zp_delta: int = 0, stage=None) -> tuple[Path, object]:
+                extra=(), in_zp_delta: int = 0, stage=None, classes=None) -> tuple[Path, object]:
     """Generate the sketch and link it with the stub TFLM and Serial into a host program."""
     sketch = tmp_path / "tinyml_hp"
-    _, data, plan = _generate(tflite_path, sketch, arena_bytes=1400, stage=stage)
+    _, data, plan = _generate(tflite_path, sketch, arena_bytes=1400, stage=stage, classes=classes)
     header = (sketch / "tinyml_model.h").read_text()
     defines = {
         "FAKE_N_IN": plan.n_inputs, "FAKE_N_OUT": plan.n_outputs,

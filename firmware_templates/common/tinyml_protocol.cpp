@@ -35,7 +35,10 @@
  *   does, then rounding half away from zero; clamps to int8. With mean 0
  *   and div = the input scale this is TFLite's QUANTIZE.
  * - The human answer prints scale * (q - zero_point), computed exactly, with
- *   two decimals (rounded half away from zero).
+ *   two decimals (rounded half away from zero). For a classifier (the model
+ *   header defines TINYML_CLASS_NAMES) it prints the winning class and its
+ *   probability instead, decided on the int8 scores by integer comparisons
+ *   that codegen derived from the notebook's rule (put_class()).
  */
 #define TINYML_PORT_IMPLEMENTATION 1
 #include "tinyml_protocol.h"
@@ -63,6 +66,14 @@
  * bits. The generated tinyml_model.h holds the initializer, so the table
  * sits in flash here, next to the code that reads it. */
 static const uint32_t input_stage[N_IN][2] TINYML_PROGMEM = TINYML_INPUT_STAGE_BITS;
+
+#ifdef TINYML_CLASS_NAMES
+#if !(TINYML_N_CLASSES == N_OUT || (TINYML_N_CLASSES == 2 && N_OUT == 1 && defined(TINYML_CLASS_MIN_Q)))
+#error "a classifier has one output per class, or one sigmoid output for two classes"
+#endif
+/* The class names, each ended by a NUL; in flash, as an Uno has 2 KB of RAM. */
+static const char class_names[] TINYML_PROGMEM = TINYML_CLASS_NAMES;
+#endif
 
 /* float32 bits -> its biased exponent field, by byte moves (a 23-bit shift
  * is a loop on AVR) */
@@ -210,12 +221,11 @@ static void put_identity(void)
     put_u(N_OUT);
 }
 
-/* Human output: the exact value scale * (q - zero_point), rounded half away
- * from zero to two decimals. */
-static void put_dequantized(int8_t q)
+/* Human output: the exact value scale * k, k = q - zero_point, rounded half
+ * away from zero to two decimals. |k| <= 256 (a sigmoid's 1 - p reaches 256). */
+static void put_scaled(int16_t k)
 {
-    int16_t k = (int16_t)(q - (TINYML_OUTPUT_ZERO_POINT));
-    /* |value| = mant * |k| * 2^shift; mant * |k| < 2^24 * 256 fits */
+    /* |value| = mant * |k| * 2^shift; mant * |k| <= (2^24 - 1) * 256 fits */
     uint32_t v = F32_MANT(TINYML_OUTPUT_SCALE_BITS) * (uint32_t)(k < 0 ? -k : k);
     int16_t shift = (int16_t)(F32_EXP(TINYML_OUTPUT_SCALE_BITS) - 23);
     uint8_t hundredths = 0;
@@ -242,6 +252,59 @@ static void put_dequantized(int8_t q)
     put_c('.');
     put_c((char)('0' + hundredths / 10));
     put_c((char)('0' + hundredths % 10));
+}
+
+#ifdef TINYML_CLASS_NAMES
+/* " <class> (<probability>)" for the int8 scores y of one inference, decided
+ * as the notebook's top_class() decides on the dequantized scores: the first
+ * highest score (dequantization is increasing, so comparing int8 is the
+ * same), or for one sigmoid output p > 0.5, which codegen turned into
+ * q >= TINYML_CLASS_MIN_Q. Class 0's probability is then 1 - p. */
+static void put_class(const int8_t *y)
+{
+    const char *name = class_names;
+    uint8_t c = 0;
+    int16_t k = (int16_t)(y[0] - (TINYML_OUTPUT_ZERO_POINT));
+#if N_OUT == 1
+    if (y[0] >= (TINYML_CLASS_MIN_Q))
+        c = 1;
+    else
+        k = (int16_t)((TINYML_CLASS_ONE_K) - k);
+#else
+    for (uint8_t i = 1; i < N_OUT; i++)
+        if (y[i] > y[c])
+            c = i;
+    k = (int16_t)(y[c] - (TINYML_OUTPUT_ZERO_POINT));
+#endif
+    for (uint8_t i = c; i; i--)
+        while (TINYML_FLASH_BYTE(name++) != 0) {
+        }
+    put_c(' ');
+    put_flash(name);
+    PUT(" (");
+    put_scaled(k);
+    put_c(')');
+}
+#endif
+
+/* The outputs of a human answer, n int8 values in out_q: a classifier's
+ * ": <class> (<p>), <class> (<p>)" (one class per inference), or else every
+ * value dequantized, " <v> <v>". */
+static void put_human_outputs(uint8_t n)
+{
+#ifdef TINYML_CLASS_NAMES
+    put_c(':');
+    for (uint8_t k = 0; k < n; k = (uint8_t)(k + N_OUT)) {
+        if (k)
+            put_c(',');
+        put_class(out_q + k);
+    }
+#else
+    for (uint8_t k = 0; k < n; k++) {
+        put_c(' ');
+        put_scaled((int16_t)(out_q[k] - (TINYML_OUTPUT_ZERO_POINT)));
+    }
+#endif
 }
 
 /* -------------------------------------------------------------- tokens */
@@ -698,12 +761,13 @@ static uint8_t run_values(char cmd)
         }
         PUT(" -> " TINYML_OUTPUT_LABEL);
     }
-    for (k = 0; k < o; k++) {
-        put_c(' ');
-        if (cmd)
+    if (cmd) {
+        for (k = 0; k < o; k++) {
+            put_c(' ');
             put_i(out_q[k]);
-        else
-            put_dequantized(out_q[k]);
+        }
+    } else {
+        put_human_outputs(o);
     }
     if (cmd) {
         PUT(" us=");

@@ -30,6 +30,7 @@ FLASH_PER_LAYER = 260  # one layer's kernel code
 
 
 FLASH_PER_TABLE_OP = 256 + 40  # LOGISTIC/TANH: a 256-entry table and the lookup loop
+FLASH_CLASS_LINE = 130  # a classifier's human answer beside its names (origin classifier: +144 B, 19 of them names)
 FLASH_SOFTMAX = 2_000  # SOFTMAX code (reciprocal, 32-bit products; measured 1,970 B), plus 4 B per exp table entry
 
 
@@ -44,17 +45,22 @@ def _post_flash(layer) -> int:
     return FLASH_PER_TABLE_OP
 
 
-def native_footprint(plan: ModelPlan) -> tuple[int, int]:
-    """Estimated ``(flash, ram)`` bytes of the native sketch for ``plan``."""
+def native_footprint(plan: ModelPlan, classes=None) -> tuple[int, int]:
+    """Estimated ``(flash, ram)`` bytes of the native sketch for ``plan`` (``classes``: a
+    classifier's names, printed by the human answer from a table in flash)."""
     flash = SKETCH_FLASH + sum(layer.n_in * layer.n_out + FLASH_PER_UNIT * layer.n_out + FLASH_PER_LAYER
                                + _post_flash(layer) for layer in plan.layers)
+    if classes:
+        from .classes import board_names
+        flash += FLASH_CLASS_LINE + sum(len(name) + 1 for name in board_names(classes))
     widths = [layer.n_out for layer in plan.layers[:-1]]
     buffers = sum(sorted(widths, reverse=True)[:2])
     return flash, SKETCH_RAM + buffers + plan.n_inputs + plan.n_outputs
 
 
-def native_fit_problem(plan: ModelPlan, limits: BoardLimits = UNO) -> str | None:
-    """One line saying why ``plan`` does not fit ``limits``, or None when it fits."""
+def native_fit_problem(plan: ModelPlan, limits: BoardLimits = UNO, classes=None) -> str | None:
+    """One line saying why ``plan`` (with a classifier's ``classes``) does not fit ``limits``,
+    or None when it fits."""
     if limits.max_object is not None:
         for i, layer in enumerate(plan.layers):
             table = layer.n_in * layer.n_out
@@ -62,7 +68,7 @@ def native_fit_problem(plan: ModelPlan, limits: BoardLimits = UNO) -> str | None
                 return (f"layer {i + 1} ({layer.n_in}->{layer.n_out}) has {table:,} weights, past the "
                         f"{limits.max_object:,}-byte limit of one table on the {limits.name}; "
                         "use fewer units")
-    flash, ram = native_footprint(plan)
+    flash, ram = native_footprint(plan, classes)
     if flash > limits.flash:
         return (f"the sketch needs about {flash:,} B of flash, the {limits.name} has {limits.flash:,} B; "
                 "use fewer or smaller layers")

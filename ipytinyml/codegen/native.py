@@ -64,6 +64,7 @@ from ..prestage import InputStage
 from ..quant import ActivationLayer, DenseLayer, ModelPlan, SoftmaxLayer, multiply_by_quantized_multiplier
 from . import cgen, input_stage_for
 from . import render as _render
+from .classes import header_context
 
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
@@ -657,7 +658,8 @@ _HASH = re.compile(r"[0-9a-f]{1,64}\Z")
 
 
 def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
-                  output_label: str = "y", stage: InputStage | None = None) -> dict[str, str]:
+                  output_label: str = "y", stage: InputStage | None = None,
+                  classes=None) -> dict[str, str]:
     """The generated files as ``{file name: text}``, without writing anything."""
     if not isinstance(model_hash, str) or not _HASH.match(model_hash):
         raise ConvertError(f"model_hash must be lowercase hex digits, got {model_hash!r}")
@@ -690,13 +692,15 @@ def render_native(plan: ModelPlan, *, model_hash: str, input_label: str = "x",
         "arena_bytes": sum(buffers),
         "buffers": list(zip(names, buffers)),
         "layers": layers,
+        **header_context(classes, plan.output, plan.n_outputs),
     }
     return {name: _render(f"native/{name}.j2", context, model_hash=model_hash)
             for name in GENERATED_FILES}
 
 
 def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: str = "x",
-                    output_label: str = "y", stage: InputStage | None = None) -> list[Path]:
+                    output_label: str = "y", stage: InputStage | None = None,
+                    classes=None) -> list[Path]:
     """Write the native runtime's C sources for ``plan`` into ``out_dir``.
 
     Parameters
@@ -707,6 +711,8 @@ def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: s
     input_label, output_label : names the firmware prints for the input and output
     stage : the input pre-stage (``ipytinyml.prestage.InputStage``) the board applies to
         typed values; None: the identity stage (plain QUANTIZE with the input scale)
+    classes : a classifier's class names in index order (report.json ``classes``): the
+        human answer then names the class (``codegen.classes``); None for a regression
 
     Returns
     -------
@@ -725,7 +731,7 @@ def generate_native(plan: ModelPlan, out_dir, *, model_hash: str, input_label: s
     ...                 model_hash="3f2a9c01d4e5", input_label="horsepower", output_label="mpg")
     """
     files = render_native(plan, model_hash=model_hash, input_label=input_label,
-                          output_label=output_label, stage=stage)
+                          output_label=output_label, stage=stage, classes=classes)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

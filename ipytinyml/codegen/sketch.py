@@ -51,11 +51,12 @@ def write_sketch_folder(folder: Path, sketch_name: str, fill: Callable[[Path], o
 
 def render_native_sketch(plan: ModelPlan, folder: Path, *, sketch_name: str, board_name: str,
                          model_hash: str, input_label: str, output_label: str,
-                         stage: InputStage | None = None) -> Path:
+                         stage: InputStage | None = None, classes=None) -> Path:
     """Write ``folder/<sketch_name>/`` for the native runtime (replacing it whole).
 
     ``stage`` is the input pre-stage the board applies to typed values (None:
-    the identity stage, plain QUANTIZE); ``model_hash`` is reported as given.
+    the identity stage, plain QUANTIZE); ``model_hash`` is reported as given;
+    ``classes``: a classifier's class names (None: a regression).
     """
     from .native import generate_native
 
@@ -68,7 +69,7 @@ def render_native_sketch(plan: ModelPlan, folder: Path, *, sketch_name: str, boa
                      model_hash=model_hash)
         (staging / f"{sketch_name}.ino").write_text(ino)
         generate_native(plan, staging, model_hash=model_hash, input_label=input_label,
-                        output_label=output_label, stage=stage)
+                        output_label=output_label, stage=stage, classes=classes)
 
     return write_sketch_folder(folder, sketch_name, fill)
 

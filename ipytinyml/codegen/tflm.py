@@ -322,7 +322,7 @@ def _version() -> str:
 def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: str,
                   header: str = DEFAULT_HEADER, input_label: str, output_label: str,
                   board_name: str, sketch_name: str | None = None,
-                  arena_bytes: int | None = None, stage=None) -> list[Path]:
+                  arena_bytes: int | None = None, stage=None, classes=None) -> list[Path]:
     """Write a complete TFLM sketch for ``model_bytes`` into ``out_dir``.
 
     Parameters
@@ -341,6 +341,8 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
     arena_bytes : measured arena use to size from instead of measuring with tflite-micro
     stage : the input pre-stage (``ipytinyml.prestage.InputStage``) the board applies to
         typed values; None: the identity stage (plain QUANTIZE with the input scale)
+    classes : a classifier's class names in index order (report.json ``classes``): the
+        human answer then names the class (``codegen.classes``); None for a regression
 
     Returns
     -------
@@ -365,6 +367,7 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
     if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,32}", str(board_name)):
         raise ConvertError(f"board name {board_name!r} must be 1-32 letters, digits or _.:-")
     from . import cgen, input_stage_for
+    from .classes import header_context
 
     stage = input_stage_for(plan, stage)
     library = library_for_header(header)
@@ -387,6 +390,7 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
         input_label=_c_string(input_label), output_label=_c_string(output_label),
         float_input=int(plan.float_input), float_output=int(plan.float_output),
         arena=arena, schema_version=SCHEMA_VERSION,
+        **header_context(classes, plan.output, plan.n_outputs),
     )
     env = _environment(_templates())
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -404,12 +408,12 @@ def generate_tflm(model_bytes: bytes, plan: ModelPlan, out_dir, *, model_hash: s
 def render_tflm_sketch(model_bytes: bytes, plan: ModelPlan, folder, *, sketch_name: str,
                        board_name: str, model_hash: str, input_label: str, output_label: str,
                        header: str = DEFAULT_HEADER, arena_bytes: int | None = None,
-                       stage=None) -> Path:
+                       stage=None, classes=None) -> Path:
     """Write ``folder/<sketch_name>/`` (replacing it whole, never half-written) and return it.
 
     The TFLM twin of ``sketch.render_native_sketch``: the sketch is generated
     in a staging folder beside the target and swapped in when complete.
-    ``stage``: the input pre-stage (None: the identity stage), as in ``generate_tflm``.
+    ``stage``: the input pre-stage (None: the identity stage) and ``classes``, as in ``generate_tflm``.
     """
     from . import input_stage_for
     from .sketch import write_sketch_folder
@@ -419,6 +423,6 @@ def render_tflm_sketch(model_bytes: bytes, plan: ModelPlan, folder, *, sketch_na
     def fill(staging: Path) -> None:
         generate_tflm(model_bytes, plan, staging, sketch_name=sketch_name, board_name=board_name,
                       model_hash=model_hash, input_label=input_label, output_label=output_label,
-                      header=header, arena_bytes=arena_bytes, stage=stage)
+                      header=header, arena_bytes=arena_bytes, stage=stage, classes=classes)
 
     return write_sketch_folder(folder, sketch_name, fill)

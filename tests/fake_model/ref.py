@@ -63,6 +63,9 @@ class FakeModel:
     mean_bits: tuple[int, ...] | None = None
     div_bits: tuple[int, ...] | None = None
     step: int = 3            # y[j] = x[j % n_in] + step * j (0: an echo when n_out == n_in)
+    # a classifier: its class names as in report.json (None: a regression); the header
+    # gets them through ipytinyml.codegen.classes, as a generated sketch does
+    classes: tuple[str, ...] | None = None
 
     @functools.cached_property
     def stage(self) -> InputStage:
@@ -99,7 +102,24 @@ class FakeModel:
             f"-DTINYML_ARENA_BYTES={self.arena}",
             f"-DFAKE_FAIL_INPUT=({self.fail_input})",
             f"-DTINYML_PORT_HAS_CYCLES={int(self.cycles)}",
+            *self._class_defines(),
         ]
+
+    def _class_defines(self) -> list[str]:
+        if not self.classes:
+            return []
+        from ipytinyml.codegen.classes import header_context
+        ctx = header_context(self.classes, self.output_quant, self.n_out)["classes"]
+        names = " ".join(line.strip().rstrip("\\").strip() for line in ctx["names"].splitlines())
+        out = [f"-DTINYML_N_CLASSES={ctx['n']}", f"-DTINYML_CLASS_NAMES={names}"]
+        if ctx["min_q"] is not None:
+            out += [f"-DTINYML_CLASS_MIN_Q={ctx['min_q']}", f"-DTINYML_CLASS_ONE_K={ctx['one_k']}"]
+        return out
+
+    @property
+    def output_quant(self):
+        from ipytinyml.quant import TensorQuant
+        return TensorQuant(scale=self.output_scale, zero_point=self.output_zero_point)
 
     @property
     def input_scale(self) -> float:
@@ -251,6 +271,27 @@ def display(q: int, scale_bits: int, zero_point: int) -> str:
     return f"{sign}{v}.{hundredths:02d}"
 
 
+def two_decimals(x: Fraction) -> str:
+    """x rounded half away from zero to two decimals, exactly."""
+    n = math.floor(abs(x) * 100 + Fraction(1, 2))
+    return f"{'-' if x < 0 and n else ''}{n // 100}.{n % 100:02d}"
+
+
+def class_answer(scores: list[int], model: FakeModel) -> str:
+    """One inference of a classifier's human answer, "<class> (<p>)", decided by the
+    notebook's own rule (ipytinyml.metrics.top_class) on the float32 dequantized scores."""
+    from ipytinyml.codegen.classes import board_names
+    from ipytinyml.metrics import top_class
+    from ipytinyml.quant import dequantize
+
+    probs = dequantize(scores, model.output_quant)
+    c, _ = top_class(probs)
+    p = Fraction(float(probs[c if len(scores) > 1 else 0]))
+    if len(scores) == 1 and c == 0:
+        p = 1 - p  # what top_class returns: 1.0 - p, exact in float64
+    return f"{board_names(model.classes)[c]} ({two_decimals(p)})"
+
+
 # ------------------------------------------------------------------ lines
 
 def split_lines(data: bytes) -> list[tuple[bytes, bool]]:
@@ -330,6 +371,11 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
     if cmd is not None:
         text = f"@{rid} ok" + "".join(f" {o}" for o in outs) + " us=*"
         return text + (" cyc=*" if model.cycles else "")
+    if model.classes:
+        shown = ", ".join(class_answer(outs[i:i + model.n_out], model)
+                          for i in range(0, len(outs), model.n_out))
+        return (f"{model.input_label} " + " ".join(t.decode() for t in toks)
+                + f" -> {model.output_label}: {shown} (* us)")
     shown = " ".join(display(o, model.output_scale_bits, model.output_zero_point) for o in outs)
     return (f"{model.input_label} " + " ".join(t.decode() for t in toks)
             + f" -> {model.output_label} {shown} (* us)")
