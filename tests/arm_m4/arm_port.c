@@ -4,9 +4,9 @@
  *
  *   bytes      UART0 of the board (ARM CMSDK APB UART at 0x40004000), which
  *              QEMU connects to a chardev (a pty in the tests);
- *   micros     (and millis, from it) SysTick on the 25 MHz processor clock, extended past its 24
- *              bits in software (the protocol only takes differences over
- *              one request, far shorter than a 0.67 s wrap);
+ *   micros,    SysTick on the 25 MHz processor clock, extended past its 24
+ *   millis     bits in software into one 64-bit count (read at least every
+ *              0.67 s: the protocol polls the clock whenever it is idle);
  *   free RAM   between the end of .bss and the stack pointer.
  */
 #include <stdint.h>
