@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from .errors import DataError, LinkError
 
-PROTO = 1
+PROTO = 2                # 2: requests carry a check field (*LLCC), see format_request
 BAUDRATE = 115200
 LINE_MAX = 79            # characters per request line, without the '\n'
 RX_WINDOW = 63           # an Uno's Serial RX ring buffer holds 63 bytes
@@ -217,9 +217,28 @@ def format_float32(x: float) -> str:
     return text
 
 
+CHECK_BYTES = len(" *0000")  # what the check field adds to a request line
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8 with polynomial 0x07 and initial value 0 (the request check)."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x07 if crc & 0x80 else crc << 1) & 0xFF
+    return crc
+
+
 def format_request(rid: int, cmd: str, tokens) -> bytes:
-    """``!<id> <cmd> <tokens...>\\n`` as bytes."""
-    return (f"!{rid} {cmd}" + "".join(" " + t for t in tokens) + "\n").encode("ascii")
+    """``!<id> <cmd> <tokens...> *LLCC\\n`` as bytes.
+
+    The check field ``*LLCC`` carries the count of the bytes before the ``*``
+    and their CRC-8, both in hex: a board whose receive buffer overflowed
+    answers ``err 9 bad check`` instead of running what was left.
+    """
+    head = (f"!{rid} {cmd}" + "".join(" " + t for t in tokens) + " ").encode("ascii")
+    return head + b"*%02x%02x\n" % (len(head), crc8(head))
 
 
 def parse_fields(tokens) -> tuple[tuple, dict]:
@@ -489,6 +508,8 @@ class Link:
                 except ValueError:
                     continue  # noise from before the board was ready
                 if ans.rid == PROBE_ID and probe_deadline is not None:
+                    if not ans.ok and ans.code == 3:  # protocol 1 takes the check for an argument
+                        raise self._older_firmware()
                     if not ans.ok:
                         raise LinkError(f"the sketch on {self.port} rejected an info request "
                                         f"(error {ans.code} {ans.text}): not an ipytinyml "
@@ -502,9 +523,15 @@ class Link:
             self.log.append(text)
 
     def _check_proto(self, proto, text):
+        if proto == "1":
+            raise self._older_firmware()
         if proto != str(PROTO):
             raise LinkError(f"the sketch on {self.port} speaks protocol {proto or '?'}, this "
                             f"ipytinyml speaks {PROTO}: re-flash the board or update ipytinyml")
+
+    def _older_firmware(self) -> LinkError:
+        return LinkError(f"the board on {self.port} runs older ipytinyml firmware (protocol 1, "
+                         f"requests without a check field): re-flash it (%tinyml_flash)")
 
     # -- reading and writing -----------------------------------------------------------------
     def _gone(self, exc, doing: str) -> LinkError:
@@ -665,7 +692,7 @@ class Link:
         """Split tokens into requests of whole inferences, at most max_values each,
         short enough to pipeline (SEND_LIMIT) or at least within LINE_MAX; None
         if one inference does not fit in a line."""
-        head = len("!65535 p") + 1  # worst-case id width, plus "\n"
+        head = len("!65535 p") + CHECK_BYTES + 1  # worst-case id width, the check, "\n"
         chunks, i = [], 0
         while i < len(tokens):
             size, count = head, 0

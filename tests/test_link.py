@@ -130,7 +130,8 @@ def info_responder(model: FakeModel = MODEL, extra=None):
         parts = line.split()
         if not parts:
             return None
-        if len(parts) == 2 and parts[0].startswith(b"!") and parts[1] == b"i":
+        if (len(parts) == 3 and parts[0].startswith(b"!") and parts[1] == b"i"
+                and ref.strip_check(line.strip()) is not None):
             return (model.info(int(parts[0][1:])) + "\r\n").encode()
         return extra(line) if extra else None
     return respond
@@ -215,15 +216,41 @@ def test_silent_port_times_out_at_open():
         with pytest.raises(LinkError, match=r"no banner and no answer .* within 0\.6 s"):
             Link(sb.path, banner_timeout=0.6, timeout=0.3, probe_after=0.2)
         assert time.monotonic() - t0 < 2
-        assert b"!0 i" in sb.received
+        assert b"!0 i *0544" in sb.received  # the probe carries its check too
 
 
 def test_other_protocol_version():
     def respond(line):
-        return b"#tinyml ready proto=2 runtime=native board=x model=0 in=1 out=1\r\n"
+        return b"#tinyml ready proto=3 runtime=native board=x model=0 in=1 out=1\r\n"
     with ScriptedBoard(respond) as sb:
-        with pytest.raises(LinkError, match="protocol 2"):
+        with pytest.raises(LinkError, match="protocol 3"):
             Link(sb.path, banner_timeout=1, probe_after=0.1)
+
+
+@pytest.mark.parametrize("how", ["banner", "probe"])
+def test_protocol_1_firmware_is_told_to_reflash(how):
+    """A board flashed by an older ipytinyml: its banner says proto=1, or (no banner) it
+    answers the checked probe as protocol 1 does, the check taken for an argument of 'i'."""
+    def respond(line):
+        if how == "banner":
+            return b"#tinyml ready proto=1 runtime=native board=uno model=0 in=1 out=1\r\n"
+        return b"@0 err 3 wrong count\r\n" if line.startswith(b"!0 i *") else None
+    with ScriptedBoard(respond) as sb:
+        with pytest.raises(LinkError, match=r"runs older ipytinyml firmware .*re-flash it") as exc:
+            Link(sb.path, banner_timeout=1, probe_after=0.1)
+        assert "\n" not in str(exc.value)
+
+
+def test_every_request_carries_its_check(link):
+    """The probe, info and value requests all end with a matching *LLCC, within 63 bytes."""
+    from ipytinyml.link import CHECK_BYTES, SEND_LIMIT, format_request
+
+    assert CHECK_BYTES == 6
+    for line in (format_request(0, "i", []), format_request(65535, "p", ["-1.2345678e-30"] * 3)):
+        assert ref.strip_check(line.rstrip(b"\n")) is not None
+    plan = link._plan("p", [-123.456789] * 40)[1]
+    sizes = [len(format_request(65535, "p", chunk)) for chunk in plan]
+    assert max(sizes) <= SEND_LIMIT and all(len(c) <= link.last_info.max for c in plan)
 
 
 def test_garbage_at_open():
@@ -489,7 +516,7 @@ def test_pipelining_keeps_the_uno_rx_buffer_from_overflowing():
     processed never exceed the Uno's 63-byte RX buffer, and requests do overlap."""
     def extra(line):
         parts = line.split()
-        rid, n = parts[0][1:].decode(), len(parts) - 2
+        rid, n = parts[0][1:].decode(), len(parts) - 3  # id, command, check
         return f"@{rid} ok {' '.join(['1'] * n)} us=1\r\n".encode()
     sb = ScriptedBoard(info_responder(extra=extra), delay=0.003)
     with sb, Link(sb.path, banner_timeout=1, probe_after=0.05) as lk:

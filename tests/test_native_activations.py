@@ -254,7 +254,7 @@ def test_classifier_sketch_on_the_virtual_uno(tmp_path, sim_harness):
     assert warnings.strip() == "", warnings
     rows = x[:300]
     got = _serve(elf, sim_harness, [f"!{i + 1} r {' '.join(map(str, r))}".encode() for i, r in enumerate(rows)])
-    assert got[0].startswith("#tinyml ready proto=1 runtime=native board=uno")
+    assert got[0].startswith("#tinyml ready proto=2 runtime=native board=uno")
     answers = [[int(v) for v in line.split()[2:2 + plan.n_outputs]] for line in got[1:]]
     assert all(line.split()[:2] == [f"@{i + 1}", "ok"] for i, line in enumerate(got[1:]))
     assert np.array_equal(np.asarray(answers), want[:300])

@@ -275,7 +275,7 @@ def test_prestage_through_the_protocol_on_host(echo_exe):
     """'p' requests: every feature's int8 == InputStage.quantize, on a host build."""
     rows, ties = _rows()
     assert ties >= 100  # the tie construction really lands on n + 0.5 often
-    lines = [f"!{i + 1} p {' '.join(row)}" for i, row in enumerate(rows)]
+    lines = [ref.seal(f"!{i + 1} p {' '.join(row)}".encode()).decode() for i, row in enumerate(rows)]
     assert max(len(line) for line in lines) <= 79
     out = board.run_stdio(echo_exe, ("\n".join(lines) + "\n").encode()).decode().split("\r\n")
     assert out[0] == ECHO.banner()
@@ -305,7 +305,7 @@ def test_info_reports_the_stage_exactly(echo_exe):
     """'!1 i' carries imean/idiv (float32 bits, hex); Link parses them into BoardInfo."""
     from ipytinyml.link import Link
 
-    out = board.run_stdio(echo_exe, b"!1 i\n").decode().split("\r\n")
+    out = board.run_stdio(echo_exe, ref.seal(b"!1 i") + b"\n").decode().split("\r\n")
     fields = dict(f.split("=", 1) for f in out[1].split() if "=" in f)
     assert fields["imean"] == ",".join(f"0x{f32_bits(v):08x}" for v in STAGE.mean)
     assert fields["idiv"] == ",".join(f"0x{f32_bits(v):08x}" for v in STAGE.div)
@@ -356,7 +356,7 @@ def sim_harness(tmp_path_factory):
 
 def _serve(elf: Path, harness: Path, lines: list[bytes]) -> list[str]:
     """Send lines one at a time (an Uno's RX buffer is 64 bytes) to the ELF on the
-    virtual Uno; return the banner and one answer per line."""
+    virtual Uno, requests sealed with their check; return the banner and one answer per line."""
     import serial
 
     from ipytinyml.toolchain.sim import VirtualBoard
@@ -365,7 +365,7 @@ def _serve(elf: Path, harness: Path, lines: list[bytes]) -> list[str]:
             serial.Serial(vb.port, 115200, timeout=10) as ser:
         got = [ser.readline().decode("ascii").rstrip("\r\n")]
         for line in lines:
-            ser.write(line + b"\n")
+            ser.write(ref.seal_lines(line) + b"\n")
             got.append(ser.readline().decode("ascii").rstrip("\r\n"))
     return got
 
@@ -462,7 +462,7 @@ def test_generated_native_sketch_on_host(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = _generated_rows(stage)
     lines = [f"!{i + 1} p {' '.join(row)}" for i, row in enumerate(rows)]
-    out = board.run_stdio(exe, ("\n".join(lines) + "\n").encode()).decode().split("\r\n")
+    out = board.run_stdio(exe, ref.seal_lines(("\n".join(lines) + "\n").encode())).decode().split("\r\n")
     _check_generated(plan, stage, rows, out[1:1 + len(rows)])
 
 
@@ -475,7 +475,7 @@ def test_generated_native_sketch_on_the_virtual_uno(tmp_path, sim_harness):
     assert warnings.strip() == "", warnings
     rows = _generated_rows(stage, limit=600)
     got = _serve(elf, sim_harness, [f"!{i + 1} p {' '.join(r)}".encode() for i, r in enumerate(rows)])
-    assert got[0].startswith("#tinyml ready proto=1 runtime=native board=uno")
+    assert got[0].startswith("#tinyml ready proto=2 runtime=native board=uno")
     _check_generated(plan, stage, rows, got[1:])
     assert len(rows) == 600
 

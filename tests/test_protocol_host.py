@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from fake_model import avr_uno, board, ref
-from fake_model.ref import FakeModel
+from fake_model.ref import FakeModel, seal
+from fake_model.ref import seal_lines as sealed
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ROOT / "firmware_templates" / "common"
@@ -96,9 +97,9 @@ def test_protocol_compiles_as_strict_c_and_cxx(tmp_path, model):
 
 def test_banner_info_and_human_line(exes):
     m = MODELS["one"]
-    lines = check(exes["one"], m, b"!7 i\n130\n")
-    assert lines[0] == "#tinyml ready proto=1 runtime=native board=host model=0123456789ab in=1 out=1"
-    assert lines[1] == ("@7 ok proto=1 runtime=native board=host model=0123456789ab in=1 out=1 "
+    lines = check(exes["one"], m, seal(b"!7 i") + b"\n130\n")
+    assert lines[0] == "#tinyml ready proto=2 runtime=native board=host model=0123456789ab in=1 out=1"
+    assert lines[1] == ("@7 ok proto=2 runtime=native board=host model=0123456789ab in=1 out=1 "
                         "iscale=0x3cc99f2a izp=-128 oscale=0x3e1c8f11 ozp=-23 arena=65 free=0 max=16 "
                         "imean=0x00000000 idiv=0x3cc99f2a")  # the identity pre-stage
     # 130 / 0.0246 saturates the input at 127; the fake model echoes it; 0.15289 * (127 + 23)
@@ -170,8 +171,8 @@ def test_class_names_are_escaped_and_printable(exes):
 
 
 def test_raw_and_predict_requests(exes):
-    check(exes["one"], MODELS["one"], b"!1 r -128 5 127\n!2 p 0 0.0246124 -1e3\n!65535 r 0\n")
-    lines = check(exes["multi"], MODELS["multi"], b"!3 r 1 2 -5 -6\n!4 p 1.5 -2.5\n!5 r 1\n")
+    check(exes["one"], MODELS["one"], sealed(b"!1 r -128 5 127\n!2 p 0 0.0246124 -1e3\n!65535 r 0\n"))
+    lines = check(exes["multi"], MODELS["multi"], sealed(b"!3 r 1 2 -5 -6\n!4 p 1.5 -2.5\n!5 r 1\n"))
     assert lines[1] == "@3 ok 1 5 7 -5 -3 1 us=*"
     assert lines[2] == "@4 ok 2 0 8 us=*"  # round half away: 1.5 -> 2, -2.5 -> -3; y = x[j%2] + 3j
     assert lines[3] == "@5 err 3 wrong count"
@@ -193,17 +194,73 @@ def test_raw_and_predict_requests(exes):
 ])
 def test_every_error_code(exes, line, code, with_id):
     m = MODELS["one"]
-    lines = check(exes["one"], m, line + b"\n")
+    lines = check(exes["one"], m, sealed(line + b"\n"))
     text = ref.ERRORS[code]
     assert lines[1] == (f"@9 err {code} {text}" if with_id else f"#err {code} {text}")
 
 
+def test_check_field(exes):
+    """A request runs only with a matching check: missing, wrong count, wrong CRC, no id,
+    glued to the request; either hex case and trailing separators are fine."""
+    m = MODELS["one"]
+    good = seal(b"!9 r 5")                              # b"!9 r 5 *07xx"
+    assert good[:-2] == b"!9 r 5 *07" and ref.crc8(b"123456789") == 0xF4
+    crc = good[-2:]
+    cases = [
+        (good, "@9 ok 5 us=* cyc=*"),
+        (good.upper().replace(b"R", b"r"), "@9 ok 5 us=* cyc=*"),
+        (good + b" \t,", "@9 ok 5 us=* cyc=*"),
+        (b"!9 r 5", "@9 err 9 bad check"),
+        (b"!9 r 5 *08" + crc, "@9 err 9 bad check"),
+        (b"!9 r 5 *07%02x" % (int(crc, 16) ^ 1), "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc[:1], "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc + b"0", "@9 err 9 bad check"),
+        (b"!9 r 5 07" + crc, "@9 err 9 bad check"),
+        (b"!9 r 5 *7" + crc, "@9 err 9 bad check"),
+        (b"!9 r 5 *0g" + crc, "@9 err 9 bad check"),
+        (b"!x r 5 *07%02x" % ref.crc8(b"!x r 5 "), "#err 4 unknown command"),
+        (b"!9x r 5 *08" + b"%02x" % ref.crc8(b"!9x r 5 "), "#err 4 unknown command"),
+        (b"!9 r 5*06%02x" % ref.crc8(b"!9 r 5"), "@9 ok 5 us=* cyc=*"),
+        (b"*0000", "#err 2 bad number"),                # a human line has no check
+        (b"!*0000", "#err 9 bad check"),
+        (b" !9 i *05%02x" % ref.crc8(b" !9 i "), "@9 err 9 bad check"),  # counts from the start
+    ]
+    data = b"".join(line + b"\n" for line, _ in cases)
+    lines = check(exes["one"], m, data)
+    assert lines[1:] == [want for _, want in cases]
+    leading = b" !9 i "
+    leading += b"*%02x%02x" % (len(leading), ref.crc8(leading))
+    assert check(exes["one"], m, leading + b"\n")[1].startswith("@9 ok proto=2")
+
+
+@pytest.mark.parametrize("name", ["one", "multi"])
+def test_a_lost_byte_anywhere_is_caught(exes, name):
+    """Every request with one byte dropped, at every position (its line end too, which glues
+    it to the next request), and two requests merged by a lost line end: never an ok."""
+    m = MODELS[name]
+    requests = [seal(b"!%d r %s" % (i + 1, b" ".join(b"%d" % (v % 200 - 100) for v in
+                                                   range(i, i + m.n_in * 2))))
+                for i in range(3)] + [seal(b"!77 p 1.5 -2.5"),
+                                      seal(b"!65535 i")]
+    stream = []
+    for req in requests:
+        line = req + b"\n"
+        for k in range(len(line)):
+            stream.append(line[:k] + line[k + 1:])
+        stream.append(req + req + b"\n")
+    intact = check(exes[name], m, b"".join(req + b"\n" for req in requests))
+    assert all(" ok " in x for x in intact[1:]) and len(intact) == len(requests) + 1
+    lines = check(exes[name], m, b"".join(stream) + b"\n")
+    assert [x for x in lines[1:] if " ok " in x] == []
+    assert len(lines) > 4 * 20
+
+
 def test_error_codes_multi_input(exes):
     m = MODELS["multi"]
-    lines = check(exes["multi"], m, b"!1 p 1 2 3\n!2 p -1000 5\n1 2\n")
+    lines = check(exes["multi"], m, sealed(b"!1 p 1 2 3\n!2 p -1000 5\n1 2\n"))
     assert lines[1] == "@1 err 3 wrong count"
     assert lines[3] == "x 1 2 -> y -0.40 0.00 0.20 (* us)"  # 0.1 * ([1, 5, 7] - 5)
-    wide = check(exes["wide"], MODELS["wide"], b"!1 p -1e6 0 0\n1 2 3\n")
+    wide = check(exes["wide"], MODELS["wide"], sealed(b"!1 p -1e6 0 0\n1 2 3\n"))
     assert wide[1] == "@1 err 8 model failed"
 
 
@@ -213,6 +270,7 @@ def test_max_values_per_request(exes):
         n = m.max_values
         ok = ("!1 r" + " 0" * n + "\n").encode()
         over = ("!2 r" + " 0" * (n + m.n_in) + "\n").encode()
+        ok, over = sealed(ok), sealed(over)
         lines = check(exes[name], m, ok + over)
         if len(ok) <= 80:  # else the line limit comes first ("wide": 39 values)
             assert lines[1].startswith("@1 ok") and lines[2] == "@2 err 3 wrong count"
@@ -220,7 +278,8 @@ def test_max_values_per_request(exes):
 
 def test_line_length_boundary(exes):
     m = MODELS["one"]
-    exact = b"!1 r" + b" 1" * 16 + b" " * (79 - 4 - 32)
+    body = b"!1 r" + b" 1" * 16
+    exact = seal(body + b" " * (79 - 6 - len(body)))
     assert len(exact) == 79
     lines = check(exes["one"], m, exact + b"\n" + exact + b" \n" + exact + b"\r\n")
     assert lines[1].startswith("@1 ok") and lines[2] == "@1 err 1 line too long"
@@ -393,7 +452,7 @@ def test_quantize_sweep_over_ties(exes, name):
         for form in _decimal_forms(x)[:3]:
             rid += 1
             group = " ".join([form] * m.n_in)
-            line = f"!{rid} p {group}"
+            line = seal(f"!{rid} p {group}".encode()).decode()
             if len(line) > 79:
                 continue
             lines.append(line)
@@ -417,11 +476,17 @@ def _random_line(rng: random.Random, m: FakeModel) -> bytes:
         str(rng.randint(-200, 200)), f"{rng.uniform(-10, 10):.{rng.randint(0, 9)}f}",
         f"{rng.uniform(-1e3, 1e3):.5e}", rng.choice(["nan", "-inf", "1e39", "1e-50", ".", "-",
                                                      "1e", "0x10", "1.2.3", "+.5", "5.", "00"])])
-    if kind < 0.25:  # valid-looking requests
+    if kind < 0.25:  # valid-looking requests, mostly sealed, a few with a lost byte
         cmd = rng.choice("iprx")
         vals = " ".join(num() for _ in range(rng.randint(0, 2 * m.n_in)))
         sep = rng.choice([" ", "  ", "\t", ", "])
-        return f"!{rng.randint(0, 70000)}{sep}{cmd}{sep}{vals}".encode()
+        line = f"!{rng.randint(0, 70000)}{sep}{cmd}{sep}{vals}".encode()
+        if rng.random() < 0.8:
+            line = seal(line)
+            if rng.random() < 0.15:
+                k = rng.randrange(len(line))
+                line = line[:k] + line[k + 1:]
+        return line
     if kind < 0.4:  # human lines
         return " ".join(num() for _ in range(rng.randint(0, 3))).encode()
     if kind < 0.55:  # printable garbage
@@ -431,7 +496,8 @@ def _random_line(rng: random.Random, m: FakeModel) -> bytes:
         return bytes(rng.randrange(256) for _ in range(rng.randint(0, 100))).replace(b"\n", b"")
     if kind < 0.8:  # overlong
         return b"!" + str(rng.randint(0, 99)).encode() + b" r" + b" 1" * rng.randint(38, 200)
-    return f"!{rng.randint(0, 65535)} r {' '.join(str(rng.randint(-128, 127)) for _ in range(m.n_in))}".encode()
+    return seal(f"!{rng.randint(0, 65535)} r "
+                f"{' '.join(str(rng.randint(-128, 127)) for _ in range(m.n_in))}".encode())
 
 
 @pytest.mark.parametrize("name", ["one", "multi", "softmax", "sigmoid"])
@@ -459,7 +525,7 @@ def test_fuzz_100k_lines(exes):
 
 def test_partial_line_then_eof_is_not_answered(exes):
     m = MODELS["one"]
-    lines = run(exes["one"], b"!1 r 5\n!2 r 6")
+    lines = run(exes["one"], seal(b"!1 r 5") + b"\n" + seal(b"!2 r 6"))
     assert [ref.normalize(x) for x in lines] == [m.banner(), "@1 ok 5 us=* cyc=*"]
 
 
@@ -508,8 +574,9 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(uno):
     print("uno footprint:", json.dumps(report))
     assert ram - bare_ram <= 200
     # regression guard; the goal is 3 KB with the model. 4096 before the input pre-stage
-    # (per-feature x - mean and divisor, exact float32), which adds 466 bytes here.
-    assert flash - bare_flash <= 4096 + 470
+    # (per-feature x - mean and divisor, exact float32), which adds 466 bytes here; the
+    # request check (count and CRC-8) and the line-ending silence add 234.
+    assert flash - bare_flash <= 4096 + 470 + 240
 
 
 @needs_avr

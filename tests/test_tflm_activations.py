@@ -66,7 +66,7 @@ def test_classifier_sketch_glue_runs(tmp_path):
     assert (plan.n_inputs, plan.n_outputs) == (7, 3)
     assert (plan.output.scale, plan.output.zero_point) == (1 / 256, -128)
     out = _run(exe, ["!1 i", "!2 r -128 -5 0 7 100 127 3"])
-    assert out[0].startswith("#tinyml ready proto=1 runtime=tflm")
+    assert out[0].startswith("#tinyml ready proto=2 runtime=tflm")
     assert out[1].startswith("@1 ok ")
     fields = out[2].split()
     assert fields[:2] == ["@2", "ok"] and [int(v) for v in fields[2:5]] == [-128, -5, 0]

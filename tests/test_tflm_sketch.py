@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from fake_model import ref
+
 from ipytinyml.codegen import tflm
 from ipytinyml.errors import ConvertError
 from ipytinyml.quant import plan_from_model
@@ -316,7 +318,8 @@ def _host_board(tflite_path: Path, tmp_path: Path, *, arena_need: int | None = N
 
 
 def _run(exe: Path, lines: list[str]) -> list[str]:
-    proc = subprocess.run([str(exe)], input="".join(f"{ln}\n" for ln in lines).encode(),
+    data = "".join(f"{ln}\n" for ln in lines).encode()
+    proc = subprocess.run([str(exe)], input=ref.seal_lines(data),  # requests sealed, as Link does
                           capture_output=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.decode("ascii")
@@ -333,7 +336,7 @@ def test_glue_returns_every_int8_code_exactly(tflite_models, tmp_path, key):
     codes = list(range(-128, 128))
     requests = [f"!{i} r " + " ".join(map(str, codes[i * 8:(i + 1) * 8])) for i in range(32)]  # < 80 chars
     out = _run(exe, ["!100 i", *requests])
-    assert out[0].startswith("#tinyml ready proto=1 runtime=tflm board=nano33ble model=")
+    assert out[0].startswith("#tinyml ready proto=2 runtime=tflm board=nano33ble model=")
     assert " arena=1400 " in out[1] and out[1].startswith("@100 ok ")
     got = []
     for i, line in enumerate(out[2:]):

@@ -83,6 +83,17 @@ void tinyml_port_write(char c)
 
 uint32_t tinyml_port_micros(void) { return (uint32_t)(now_ns() / 1000u); }
 
+/* Frozen once the far end has hung up: nobody reads answers any more, and a
+ * partial line left at the end of a test's input then stays unanswered
+ * whatever the scheduler does, instead of sometimes ending by silence. */
+uint32_t tinyml_port_millis(void)
+{
+    static uint32_t last;
+    if (!tinyml_host_hangup)
+        last = (uint32_t)(now_ns() / 1000000u);
+    return last;
+}
+
 static uint64_t cycles_start;
 
 void tinyml_port_cycles_begin(void) { cycles_start = now_ns(); }

@@ -15,6 +15,8 @@
  *   tinyml_port_write(c)       send one byte (may block while the TX buffer is full)
  *   tinyml_port_micros()       microsecond clock (wraps; only differences are
  *                              used); only when TINYML_PORT_HAS_CYCLES is 0
+ *   tinyml_port_millis()       millisecond clock (wraps; only differences are
+ *                              used): a silence on the line ends a line
  *   tinyml_port_cycles_begin() / tinyml_port_cycles_end()
  *                              CPU cycles of the code between them, when
  *                              TINYML_PORT_HAS_CYCLES is 1; the protocol then
@@ -61,6 +63,7 @@
 static inline int tinyml_port_read(void) { return Serial.read(); }
 static inline void tinyml_port_write(char c) { Serial.write((uint8_t)c); }
 static inline uint32_t tinyml_port_micros(void) { return micros(); }
+static inline uint32_t tinyml_port_millis(void) { return millis(); }
 
 #if defined(__AVR__)
 #include <avr/interrupt.h>
@@ -137,6 +140,7 @@ extern "C" {
 int tinyml_port_read(void);
 void tinyml_port_write(char c);
 uint32_t tinyml_port_micros(void);
+uint32_t tinyml_port_millis(void);
 void tinyml_port_cycles_begin(void);
 uint32_t tinyml_port_cycles_end(void);
 uint16_t tinyml_port_free_ram(void);

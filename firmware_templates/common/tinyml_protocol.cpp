@@ -53,6 +53,9 @@
 #define TINYML_OUTPUT_LABEL "out"
 #endif
 
+#define TINYML_STR_(x) #x
+#define TINYML_STR(x) TINYML_STR_(x)
+
 #define N_IN (TINYML_N_INPUTS)
 #define N_OUT (TINYML_N_OUTPUTS)
 
@@ -91,20 +94,23 @@ enum {
     E_RANGE = 5,   /* out of range */
     E_TEXT = 6,    /* not text */
     E_EMPTY = 7,   /* empty line */
-    E_MODEL = 8    /* model failed */
+    E_MODEL = 8,   /* model failed */
+    E_CHECK = 9    /* bad check */
 };
 
 /* Texts of the codes above, in order, each ended by a NUL. */
 static const char err_texts[] TINYML_PROGMEM =
     "line too long\0bad number\0wrong count\0unknown command\0"
-    "out of range\0not text\0empty line\0model failed";
+    "out of range\0not text\0empty line\0model failed\0bad check";
 
 #define F_OVERFLOW 1    /* the line had more than TINYML_LINE_MAX characters */
 #define F_AFTER_CR 2    /* the previous byte was '\r': a '\n' now ends nothing */
+#define F_AFTER_GAP 4   /* a silence ended the line: a line end now ends nothing */
 
 static char line[TINYML_LINE_MAX + 1];
 static uint8_t line_len;
 static uint8_t line_flags;
+static uint16_t last_read_ms;   /* when the RX buffer was last emptied */
 static uint8_t has_id;
 static uint16_t req_id;
 static const char *board_name;
@@ -156,14 +162,18 @@ static void put_i(int16_t v)
     put_u((uint16_t)v);
 }
 
+/* lowercase hex digit of the low nibble of d */
+static char hex_digit(uint8_t d)
+{
+    d &= 15;
+    return (char)(d < 10 ? '0' + d : 'a' - 10 + d);
+}
+
 static void put_hex(uint32_t v)
 {
     PUT("0x");
-    for (uint8_t i = 0; i < 8; i++) {
-        uint8_t d = (uint8_t)(v >> 28);
-        v <<= 4;
-        put_c((char)(d < 10 ? '0' + d : 'a' - 10 + d));
-    }
+    for (uint8_t i = 0; i < 8; i++, v <<= 4)
+        put_c(hex_digit((uint8_t)(v >> 28)));
 }
 
 /* The pre-stage table as two info fields: " imean=<hex>,<hex>,..." (column 0)
@@ -213,7 +223,7 @@ static void put_error(uint8_t code)
 /* Fields shared by the banner and the info answer. */
 static void put_identity(void)
 {
-    PUT("proto=1 runtime=" TINYML_RUNTIME " board=");
+    PUT("proto=" TINYML_STR(TINYML_PROTO_VERSION) " runtime=" TINYML_RUNTIME " board=");
     put_flash(board_name);
     PUT(" model=" TINYML_MODEL_HASH " in=");
     put_u(N_IN);
@@ -809,24 +819,39 @@ static void answer_info(void)
     put_eol();
 }
 
+/* A request ends with its check "*LLCC" (trailing separators aside): LL the
+ * count of the line's bytes before the '*', CC their CRC-8 (polynomial 0x07,
+ * initial value 0). Bytes lost to a full RX buffer change the count, so a
+ * request that lost any is never run, even when a lost line end glued two
+ * requests together; the CRC catches changed bytes. Returns 1 and cuts the
+ * check off the line when it matches. */
+static uint8_t strip_check(void)
+{
+    uint8_t n = line_len, crc = 0, i;
+    uint16_t want;
+    while (n && is_sep(line[n - 1]))
+        n--;
+    if (n < 5 || line[n - 5] != '*')
+        return 0;
+    n = (uint8_t)(n - 5);
+    for (i = 0; i < n; i++) {
+        crc ^= (uint8_t)line[i];
+        for (uint8_t b = 0; b < 8; b++)
+            crc = (uint8_t)(crc & 0x80 ? (crc << 1) ^ 0x07 : crc << 1);
+    }
+    /* "| 0x20" takes either case and no other byte: the line is text */
+    want = (uint16_t)((uint16_t)n << 8 | crc);
+    for (i = 1; i < 5; i++, want = (uint16_t)(want << 4))
+        if ((line[n + i] | 0x20) != hex_digit((uint8_t)(want >> 12)))
+            return 0;
+    line[n] = 0;
+    return 1;
+}
+
 static void handle_line(void)
 {
     uint8_t code = 0, i;
     char cmd = 0;
-
-    /* a request: "!" and an id 0..65535 (1 to 5 digits) ending the token */
-    has_id = 0;
-    cur = line;
-    if (skip_seps() == '!') {
-        cmd = '!';
-        big_clear();
-        for (i = 0; is_digit(*++cur); i++)
-            big_mul_add(BIG_R, 10, (uint8_t)(*cur - '0'));
-        if (i && i <= 5 && !BIG_R[2] && ends_token(*cur)) {
-            has_id = 1;
-            req_id = (uint16_t)(BIG_R[0] | BIG_R[1] << 8);
-        }
-    }
 
     if (line_flags & F_OVERFLOW) {
         code = E_LONG;
@@ -837,6 +862,24 @@ static void handle_line(void)
                 code = E_TEXT;
         }
     }
+
+    /* a request: "!" and an id 0..65535 (1 to 5 digits) ending the token,
+     * read once the check is off */
+    has_id = 0;
+    cur = line;
+    if (skip_seps() == '!') {
+        cmd = '!';
+        if (!code && !strip_check())
+            code = E_CHECK;
+        big_clear();
+        for (i = 0; is_digit(*++cur); i++)
+            big_mul_add(BIG_R, 10, (uint8_t)(*cur - '0'));
+        if (i && i <= 5 && !BIG_R[2] && ends_token(*cur)) {
+            has_id = 1;
+            req_id = (uint16_t)(BIG_R[0] | BIG_R[1] << 8);
+        }
+    }
+
     if (!code) {
         if (cmd) {
             cmd = skip_seps();
@@ -872,25 +915,39 @@ void tinyml_protocol_begin(const char *board_flash)
 int tinyml_protocol_poll(void)
 {
     int c = tinyml_port_read();
-    if (c < 0)
-        return 0;
-    do {
-        if (c == '\n' || c == '\r') {
-            if (c == '\n' && (line_flags & F_AFTER_CR)) {
-                line_flags = 0;         /* the '\n' of "\r\n" */
-                continue;
+    uint16_t now = (uint16_t)tinyml_port_millis();
+    uint8_t next;           /* line_flags once the line held is answered */
+    if (c < 0) {
+        /* A silence ends a line, so a value sent with no line ending (the
+         * Serial Monitor's default) is answered and not glued to the next.
+         * Timed from the last byte read, not received: a line that waited
+         * in the RX buffer during a long inference is read whole first. */
+        if (!line_len || (uint16_t)(now - last_read_ms) < TINYML_LINE_SILENCE_MS)
+            return 0;
+        next = F_AFTER_GAP;
+    } else {
+        for (;;) {
+            if (c == '\n' || c == '\r') {
+                next = c == '\r' ? F_AFTER_CR : 0;
+                if (!(line_flags & F_AFTER_GAP) && (c == '\r' || !(line_flags & F_AFTER_CR)))
+                    break;
+                line_flags = next;      /* the end of a line already answered */
+            } else {
+                line_flags &= (uint8_t)~(F_AFTER_CR | F_AFTER_GAP);
+                if (line_len < TINYML_LINE_MAX)
+                    line[line_len++] = (char)c;
+                else
+                    line_flags |= F_OVERFLOW;
             }
-            line[line_len] = 0;
-            handle_line();
-            line_len = 0;
-            line_flags = c == '\r' ? F_AFTER_CR : 0;
-            return 1;
+            if ((c = tinyml_port_read()) < 0) {
+                last_read_ms = now;     /* reading takes microseconds */
+                return 1;
+            }
         }
-        line_flags &= (uint8_t)~F_AFTER_CR;
-        if (line_len < TINYML_LINE_MAX)
-            line[line_len++] = (char)c;
-        else
-            line_flags |= F_OVERFLOW;
-    } while ((c = tinyml_port_read()) >= 0);
+    }
+    line[line_len] = 0;
+    handle_line();
+    line_len = 0;
+    line_flags = next;
     return 1;
 }

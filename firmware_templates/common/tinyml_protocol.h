@@ -15,8 +15,9 @@
 
 #include "tinyml_port.h"
 
-#define TINYML_PROTO_VERSION 1
+#define TINYML_PROTO_VERSION 2
 #define TINYML_LINE_MAX 79      /* characters per received line, without '\n' */
+#define TINYML_LINE_SILENCE_MS 50 /* no byte read for this long ends a line */
 
 #ifdef __cplusplus
 extern "C" {

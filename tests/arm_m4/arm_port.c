@@ -4,9 +4,9 @@
  *
  *   bytes      UART0 of the board (ARM CMSDK APB UART at 0x40004000), which
  *              QEMU connects to a chardev (a pty in the tests);
- *   micros     SysTick on the 25 MHz processor clock, extended past its 24
- *              bits in software (the protocol only takes differences over
- *              one request, far shorter than a 0.67 s wrap);
+ *   micros,    SysTick on the 25 MHz processor clock, extended past its 24
+ *   millis     bits in software into one 64-bit count (read at least every
+ *              0.67 s: the protocol polls the clock whenever it is idle);
  *   free RAM   between the end of .bss and the stack pointer.
  */
 #include <stdint.h>
@@ -55,12 +55,22 @@ void tinyml_port_write(char c)
 static uint32_t last_ticks;
 static uint64_t total_ticks;
 
-uint32_t tinyml_port_micros(void)
+static uint64_t ticks(void)
 {
     const uint32_t now = SYST_CVR;
     total_ticks += (last_ticks - now) & TICK_MASK; /* SysTick counts down */
     last_ticks = now;
-    return (uint32_t)(total_ticks / TICKS_PER_US);
+    return total_ticks;
+}
+
+uint32_t tinyml_port_micros(void)
+{
+    return (uint32_t)(ticks() / TICKS_PER_US);
+}
+
+uint32_t tinyml_port_millis(void)
+{
+    return (uint32_t)(ticks() / (TICKS_PER_US * 1000u)); /* polled while idle: no wrap unseen */
 }
 
 void tinyml_port_cycles_begin(void)

@@ -4,7 +4,9 @@
  * stdin/stdout or on a pseudo-terminal.
  *
  *   host_board [--board NAME]
- *       serve stdin/stdout; exit at EOF on stdin
+ *       serve stdin/stdout; exit at EOF on stdin. The input is read whole
+ *       first, so it holds no silence that would end a line (a test's pipe
+ *       writer may stall for any time); silences are tested on the pty.
  *   host_board --pty [--wait-open] [--boot-ms N] [--board NAME]
  *       create a pty, print "PTY <path>" on stdout and serve its master side.
  *       The banner is printed at once; with --wait-open it is printed N ms
@@ -80,11 +82,19 @@ int main(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
 
     if (!use_pty) {
-        set_nonblocking(0);
+        FILE *whole = tmpfile();
+        char buf[4096];
+        size_t r;
+        if (!whole)
+            return 1;
+        while ((r = fread(buf, 1, sizeof buf, stdin)) > 0)
+            fwrite(buf, 1, r, whole);
+        fflush(whole);
+        rewind(whole);
+        tinyml_host_fd_in = fileno(whole);
         tinyml_protocol_begin(board);
         tinyml_host_flush();
         for (;;) {
-            struct pollfd p = {0, POLLIN, 0};
             if (g_reset) {
                 g_reset = 0;
                 tinyml_protocol_begin(board);
@@ -93,7 +103,6 @@ int main(int argc, char **argv)
             serve_pending();
             if (tinyml_host_hangup)
                 return 0;
-            poll(&p, 1, -1);
         }
     }
 
@@ -163,7 +172,8 @@ int main(int argc, char **argv)
             fds[n].events = POLLIN;
             fds[n++].revents = 0;
         }
-        int timeout = boot_at >= 0 ? (int)(boot_at - now_ms()) : -1;
+        /* wake every few ms: a silence may end the line held */
+        int timeout = boot_at >= 0 ? (int)(boot_at - now_ms()) : 5;
         if (boot_at >= 0 && timeout < 0)
             timeout = 0;
         if (poll(fds, (nfds_t)n, timeout) < 0 && errno != EINTR)

@@ -21,6 +21,7 @@ import numpy as np
 from ipytinyml.prestage import InputStage, f32_bits
 
 LINE_MAX = 79
+SILENCE_MS = 50          # no byte read for this long ends a line
 SEPS = b" ,\t"
 ERRORS = {
     1: "line too long",
@@ -31,7 +32,9 @@ ERRORS = {
     6: "not text",
     7: "empty line",
     8: "model failed",
+    9: "bad check",
 }
+PROTO = 2
 FLT_MAX = Fraction(struct.unpack("<f", struct.pack("<I", 0x7F7FFFFF))[0])
 NUMBER = re.compile(rb"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
@@ -149,7 +152,7 @@ class FakeModel:
         return int(self.stage.quantize(row)[0, k])
 
     def identity(self) -> str:
-        return (f"proto=1 runtime={self.runtime} board={self.board} model={self.model_hash} "
+        return (f"proto={PROTO} runtime={self.runtime} board={self.board} model={self.model_hash} "
                 f"in={self.n_in} out={self.n_out}")
 
     def banner(self) -> str:
@@ -294,24 +297,66 @@ def class_answer(scores: list[int], model: FakeModel) -> str:
 
 # ------------------------------------------------------------------ lines
 
-def split_lines(data: bytes) -> list[tuple[bytes, bool]]:
+def split_lines(data) -> list[tuple[bytes, bool]]:
     """Complete lines of a byte stream as the board frames them: (stored
-    bytes, overflowed). '\\n', '\\r' and '\\r\\n' end a line."""
-    lines, buf, overflow, after_cr = [], bytearray(), False, False
-    for b in data:
-        if b in (10, 13):
-            if b == 10 and after_cr:
-                after_cr = False
-                continue
+    bytes, overflowed). '\\n', '\\r' and '\\r\\n' end a line. ``data`` is bytes,
+    or a list of byte strings with a silence (no byte for longer than
+    SILENCE_MS) between each two: a silence ends the line held, and a line end
+    right after it ends nothing ('\\r\\n' counting as one)."""
+    chunks = [data] if isinstance(data, (bytes, bytearray)) else list(data)
+    lines, buf, overflow, after_cr, after_gap = [], bytearray(), False, False, False
+    for k, chunk in enumerate(chunks):
+        if k and (buf or overflow):
             lines.append((bytes(buf), overflow))
-            buf, overflow, after_cr = bytearray(), False, b == 13
-            continue
-        after_cr = False
-        if len(buf) < LINE_MAX:
-            buf.append(b)
-        else:
-            overflow = True
+            buf, overflow, after_cr, after_gap = bytearray(), False, False, True
+        for b in chunk:
+            if b in (10, 13):
+                if after_gap or (b == 10 and after_cr):
+                    after_cr, after_gap = b == 13, False
+                    continue
+                lines.append((bytes(buf), overflow))
+                buf, overflow, after_cr = bytearray(), False, b == 13
+                continue
+            after_cr = after_gap = False
+            if len(buf) < LINE_MAX:
+                buf.append(b)
+            else:
+                overflow = True
     return lines
+
+
+def crc8(data: bytes) -> int:
+    """CRC-8, polynomial x^8 + x^2 + x + 1 (0x07), initial value 0, no reflection."""
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def seal(request: bytes) -> bytes:
+    """A request with its check field: ``request + b" *LLCC"`` (no line end)."""
+    covered = request + b" "
+    return covered + b"*%02x%02x" % (len(covered), crc8(covered))
+
+
+def seal_lines(data: bytes) -> bytes:
+    """data with every request line (one starting with '!') sealed, line ends kept."""
+    parts = re.split(rb"(\r\n|\r|\n)", data)
+    return b"".join(seal(p) if i % 2 == 0 and p.lstrip(SEPS).startswith(b"!") else p
+                    for i, p in enumerate(parts))
+
+
+def strip_check(line: bytes) -> bytes | None:
+    """The request without its check field, or None if the field is missing or wrong."""
+    m = re.fullmatch(rb"(.*)\*([0-9a-fA-F]{2})([0-9a-fA-F]{2})", line.rstrip(SEPS), re.S)
+    if not m:
+        return None
+    covered = m.group(1)
+    if int(m.group(2), 16) != len(covered) or int(m.group(3), 16) != crc8(covered):
+        return None
+    return covered
 
 
 def _tokens(s: bytes) -> list[bytes]:
@@ -322,8 +367,19 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
     """The board's answer to one line, with us=/cyc= values as '*'."""
     scan = line.split(b"\0", 1)[0]  # C string functions stop at a NUL
     s = scan.lstrip(SEPS)
-    rid = None
     is_request = s.startswith(b"!")
+    code = 0
+    if overflow:
+        code = 1
+    elif any((c < 0x20 and c != 9) or c > 0x7E for c in line):
+        code = 6
+    elif is_request:
+        body = strip_check(line)
+        if body is None:
+            code = 9
+        else:
+            s = body.lstrip(SEPS)
+    rid = None
     rest = s
     if is_request:
         m = re.match(rb"!(\d*)", s)
@@ -337,10 +393,8 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
         head = f"@{rid} err" if rid is not None else "#err"
         return f"{head} {code} {ERRORS[code]}"
 
-    if overflow:
-        return err(1)
-    if any((c < 0x20 and c != 9) or c > 0x7E for c in line):
-        return err(6)
+    if code:
+        return err(code)
     cmd = None
     if is_request:
         rest = rest.lstrip(SEPS)
@@ -381,8 +435,8 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
             + f" -> {model.output_label} {shown} (* us)")
 
 
-def board_output(data: bytes, model: FakeModel) -> list[str]:
-    """Every line the board prints for input data, banner first."""
+def board_output(data, model: FakeModel) -> list[str]:
+    """Every line the board prints for input data (see split_lines), banner first."""
     return [model.banner()] + [answer(line, ov, model) for line, ov in split_lines(data)]
 
 

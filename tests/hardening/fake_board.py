@@ -53,7 +53,7 @@ class FakeBoard:
     def _answer(self, line: str) -> None:
         if not line:
             return
-        m = re.match(r"!(\d+) i$", line)
+        m = re.match(r"!(\d+) i \*[0-9a-f]{4}$", line)
         if self.mode == "garbage" or (self.mode == "babble" and not m):
             reply = self._noise(3000)  # more than a link takes from a line without an end
         elif m:
@@ -88,7 +88,7 @@ def info_fields(model_folder, *, model_hash: str | None = None) -> str:
     plan = plan_from_model(read_tflite(data))
     model_hash = model_hash or stage_hash(data, stage)
     hexes = lambda values: ",".join(f"{f32_bits(v):#010x}" for v in values)  # noqa: E731
-    return (f"proto=1 runtime=native board=uno model={model_hash} in={plan.n_inputs} "
+    return (f"proto=2 runtime=native board=uno model={model_hash} in={plan.n_inputs} "
             f"out={plan.n_outputs} iscale={f32_bits(plan.input.scale):#010x} "
             f"izp={plan.input.zero_point} oscale={f32_bits(plan.output.scale):#010x} "
             f"ozp={plan.output.zero_point} arena=65 free=1500 max=16 "

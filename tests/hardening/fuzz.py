@@ -9,7 +9,13 @@ expectation (timings and the free-RAM figure aside).
 
 Items are what the sender writes: a list of chunks (one ``write`` each, with
 an optional pause before the next) that together hold zero or more complete
-lines. ``Framer`` cuts the byte stream into lines exactly as the board does.
+lines. A pause of ``SILENCE`` or more is a silence on the line, which ends the
+line the board holds (the sender then waits for its answer); shorter pauses
+split a line across writes without ending it. ``Framer`` cuts the byte stream
+into lines exactly as the board does.
+
+Requests are mostly sealed with their check field (``ref.seal``), so the
+parsers behind it are reached; a few lose a byte or carry none (error 9).
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ import numpy as np
 from fake_model import ref
 
 LINE_MAX = ref.LINE_MAX
+SILENCE = 2 * ref.SILENCE_MS / 1000   # seconds: a pause this long ends the line held
+CHECK = len(b" *0000")
 SEPARATORS = (" ", ",", "\t")
 ENDINGS = (b"\n", b"\r\n", b"\r")
 
@@ -52,18 +60,27 @@ class Framer:
         self.buf = bytearray()
         self.overflow = False
         self.after_cr = False
+        self.after_gap = False
+
+    def silence(self) -> list[tuple[bytes, bool]]:
+        """A silence on the line: it ends the line held, if any."""
+        if not self.partial:
+            return []
+        line = (bytes(self.buf), self.overflow)
+        self.buf, self.overflow, self.after_cr, self.after_gap = bytearray(), False, False, True
+        return [line]
 
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
         lines = []
         for b in data:
             if b in (10, 13):
-                if b == 10 and self.after_cr:
-                    self.after_cr = False
+                if self.after_gap or (b == 10 and self.after_cr):
+                    self.after_cr, self.after_gap = b == 13, False
                     continue
                 lines.append((bytes(self.buf), self.overflow))
                 self.buf, self.overflow, self.after_cr = bytearray(), False, b == 13
                 continue
-            self.after_cr = False
+            self.after_cr = self.after_gap = False
             if len(self.buf) < LINE_MAX:
                 self.buf.append(b)
             else:
@@ -220,35 +237,49 @@ class Fuzzer:
         k = rng.randint(-140, 140) + rng.choice((0, 0.5, -0.5))
         return repr(float(np.float32(k * self.input_scale)))
 
+    def seal(self, line: str) -> bytes:
+        """A request with its check field; now and then one that lost a byte or has none."""
+        data = line.encode("utf-8")
+        r = self.rng.random()
+        if r < 0.03:
+            return data
+        data = ref.seal(data)
+        if r < 0.08:
+            k = self.rng.randrange(len(data))
+            data = data[:k] + data[k + 1:]
+        return data
+
     def values_line(self, make, prefix: str) -> str:
-        """Up to max_values tokens, kept within LINE_MAX characters."""
+        """Up to max_values tokens, kept within LINE_MAX characters (with the check
+        field for a request)."""
         count = self.rng.randint(1, self.max_values // self.n_in) * self.n_in
         line = prefix
         used = 0
+        limit = LINE_MAX - (CHECK if prefix else 0)
         for _ in range(count):
             token = make()
             piece = (self.sep() if (line or self.rng.random() < 0.2) else "") + token
-            if len(line) + len(piece) > LINE_MAX:
+            if len(line) + len(piece) > limit:
                 break
             line += piece
             used += 1
         if used % self.n_in:  # keep whole inferences (a few lines still get 'wrong count')
             pass
-        if self.rng.random() < 0.1 and len(line) < LINE_MAX:
-            line += self.sep()[: LINE_MAX - len(line)]
+        if self.rng.random() < 0.1 and len(line) < limit:
+            line += self.sep()[: limit - len(line)]
         return line
 
     # -- kinds
     def raw(self) -> tuple[str, bytes]:
-        return "raw", self.values_line(self.int8_token, f"!{self.rid()}{self.sep()}r").encode()
+        return "raw", self.seal(self.values_line(self.int8_token, f"!{self.rid()}{self.sep()}r"))
 
     def predict(self) -> tuple[str, bytes]:
-        return "predict", self.values_line(self.decimal_token, f"!{self.rid()}{self.sep()}p").encode()
+        return "predict", self.seal(self.values_line(self.decimal_token, f"!{self.rid()}{self.sep()}p"))
 
     def info(self) -> tuple[str, bytes]:
         lead = self.sep() if self.rng.random() < 0.1 else ""
         tail = self.sep() if self.rng.random() < 0.1 else ""
-        return "info", f"{lead}!{self.rid()}{self.sep()}i{tail}".encode()
+        return "info", self.seal(f"{lead}!{self.rid()}{self.sep()}i{tail}")
 
     def human(self) -> tuple[str, bytes]:
         return "human", self.values_line(self.decimal_token, "").encode()
@@ -284,6 +315,8 @@ class Fuzzer:
         """Lines of exactly 78, 79 and 80 characters."""
         n = self.rng.choice((78, 79, 80))
         head = self.rng.choice((f"!{self.rid()} r 1", f"!{self.rid()} p 130", "130", f"!{self.rid()} i"))
+        if head.startswith("!"):  # the check field counts
+            return "boundary", ref.seal((head + " " * (n - CHECK - len(head))).encode())
         return "boundary", (head + " " * (n - len(head))).encode()
 
     def edge_number(self) -> tuple[str, bytes]:
@@ -294,6 +327,8 @@ class Fuzzer:
                                            self.rng.choice(EDGE_NUMBERS))))
         head = self.rng.choice((f"!{self.rid()} p", f"!{self.rid()} r", "", f"!{self.rid()} i"))
         text = head + "".join((self.sep() if (head or i) else "") + t for i, t in enumerate(tokens))
+        if head:
+            return "edge_number", self.seal(text)[:200]
         return "edge_number", text.encode("utf-8")[:200]
 
     def edge_id(self) -> tuple[str, bytes]:
@@ -301,7 +336,7 @@ class Fuzzer:
         cmd = self.rng.choice(COMMANDS)
         args = self.rng.choice(("", " 1", " 130", " -128 127", " x"))
         glue = self.rng.choice((" ", "", ",", "\t"))
-        return "edge_id", f"!{rid}{glue}{cmd}{args}".encode("utf-8")
+        return "edge_id", self.seal(f"!{rid}{glue}{cmd}{args}")
 
     def empty(self) -> tuple[str, bytes]:
         return "empty", b""
@@ -310,7 +345,10 @@ class Fuzzer:
         return "separators", "".join(self.rng.choice(SEPARATORS) for _ in range(self.rng.randint(1, 20))).encode()
 
     def glued(self) -> tuple[str, bytes]:
-        """Two requests without a separator between value and next command, and similar."""
+        """Two requests without a separator between value and next command, and similar;
+        two sealed requests merged (a lost line end)."""
+        if self.rng.random() < 0.3:
+            return "glued", self.seal(f"!{self.rid()} r 1") + self.seal(f"!{self.rid()} i")
         return "glued", self.rng.choice((
             f"!{self.rid()} r 1!{self.rid()} r 2", f"!{self.rid()} p 1 p 2", "130!1 i",
             f"!{self.rid()} i!{self.rid()} i", "!!1 i", "!1 r 1 - 2", "!1 r - 1", "!1 p 1 e5",
@@ -329,8 +367,13 @@ class Fuzzer:
         if r < 0.12 and len(data) > 1:  # a partial line: the rest arrives later, in pieces
             cuts = sorted(self.rng.sample(range(1, len(data)), min(len(data) - 1, self.rng.randint(1, 3))))
             chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-            pauses = [self.rng.choices((0.0, 0.0005, 0.002, 0.01), weights=(4, 3, 2, 1))[0] for _ in chunks]
+            pauses = [self.rng.choices((0.0, 0.0005, 0.002, 0.01, SILENCE), weights=(4, 3, 2, 1, 2))[0]
+                      for _ in chunks]
         elif r < 0.15:  # a line end arriving alone (an '\r' then '\n' pair split across writes)
             if data.endswith(b"\r\n"):
-                chunks, pauses = [data[:-1], b"\n"], [self.rng.choice((0.0, 0.005)), 0.0]
+                chunks, pauses = [data[:-1], b"\n"], [self.rng.choice((0.0, 0.005, SILENCE)), 0.0]
+        elif r < 0.2:  # no line end (the Serial Monitor's default): a silence ends the line,
+            # sometimes followed by a late line end, which then ends nothing
+            late = self.rng.choice((b"", b"", self.ending()))
+            chunks, pauses = [body, late] if late else [body], [SILENCE, 0.0] if late else [SILENCE]
         return Item(kind, chunks, pauses)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from fake_model import ref
 
-from .fuzz import Framer, Item, expected, normalize, segments
+from .fuzz import SILENCE, Framer, Item, expected, normalize, segments
 
 ANSWER_TIMEOUT = 5.0
 
@@ -83,7 +83,11 @@ def _ok_values(answer: str) -> list[int]:
 class FuzzSession:
     """Owns an open port whose board has printed its banner (checked here)."""
 
-    def __init__(self, ser, model, *, banner_timeout: float = 10.0):
+    def __init__(self, ser, model, *, banner_timeout: float = 10.0, paced: bool = True):
+        # paced: the board's clock follows the wall clock, so a short pause between writes
+        # does not end a line. An unpaced simulator may live through any silence in a short
+        # pause: there, chunks split by short pauses go out in one write.
+        self.paced = paced
         self.reader = LineReader(ser)
         self.model = model
         self.framer = Framer()
@@ -99,14 +103,27 @@ class FuzzSession:
         return BoardFailure(f"{message}\nlast bytes on the wire:\n{tail}")
 
     def send_item(self, item) -> None:
-        for chunk, pause in zip(item.chunks, item.pauses):
+        chunks, pauses = list(item.chunks), list(item.pauses)
+        if not self.paced:
+            joined = [(bytearray(), 0.0)]
+            for chunk, pause in zip(chunks, pauses):
+                joined[-1][0].extend(chunk)
+                if pause >= SILENCE:
+                    joined[-1] = (joined[-1][0], pause)
+                    joined.append((bytearray(), 0.0))
+            chunks, pauses = [bytes(c) for c, _ in joined], [p for _, p in joined]
+        for chunk, pause in zip(chunks, pauses):
             for seg in segments(chunk):
                 self.reader.write(seg)
                 self.stats.bytes_sent += len(seg)
                 for line, overflow in self.framer.feed(seg):
                     self._check_answer(line, overflow)
                     self.stats.kinds[item.kind] += 1
-            if pause:
+            if pause >= SILENCE:  # the board ends the line held once it has heard nothing
+                for line, overflow in self.framer.silence():
+                    self._check_answer(line, overflow)
+                    self.stats.kinds[item.kind] += 1
+            elif pause:
                 time.sleep(pause)
 
     def _check_answer(self, line: bytes, overflow: bool) -> None:
@@ -148,7 +165,7 @@ class FuzzSession:
             return
         self.stats.cycles.append(int(fields["cyc"]))
         outputs = _ok_values(text)
-        body = line.lstrip(b" ,\t")
+        body = ref.strip_check(line).lstrip(b" ,\t")
         tokens = ref._tokens(body[1:])[1:]  # drop the id
         command, values = tokens[0], tokens[1:]
         if command == b"r":
@@ -160,7 +177,7 @@ class FuzzSession:
         """An info request: the board still serves (and nothing stray is pending)."""
         if self.framer.partial:  # end whatever partial line the board holds
             self.send_item(Item("sync", [b"\n"], [0.0]))
-        self.send_item(Item("sync", [f"!{rid} i\n".encode()], [0.0]))
+        self.send_item(Item("sync", [ref.seal(f"!{rid} i".encode()) + b"\n"], [0.0]))
         stray = self.reader.line(0.3)
         if stray is not None:
             raise self.fail(f"an extra line from the board: {stray!r}")

@@ -1,0 +1,141 @@
+"""Line endings and bursts on the virtual Uno's serial line (docs/protocol.md, Framing).
+
+Real parts: the protocol and the native sketch template built for arduino:avr:uno with
+avr-gcc and the Arduino core (tests/test_protocol_host.py's ``uno`` fixture, the fake
+model inside), run in simavr paced to real time behind a pty, whose RX ring buffer of
+64 bytes drops bytes exactly as a real Uno's does when it is sent more than it drains.
+
+- The Arduino Serial Monitor sends one entry per write with one of four line-ending
+  settings: none, NL, CR, NL+CR. Each one gets exactly one answer per entry, for a human
+  line and for a sealed request, and ``12`` then ``130`` are two answers, not ``12130``.
+- A burst of sealed requests written much faster than the board drains them: every
+  ``@<id> ok`` answer is exactly the answer to request ``<id>``; the requests that lost
+  bytes get an error or no answer, never a wrong one.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from fake_model import ref
+from fake_model.ref import FakeModel
+from test_prestage_board import sim_harness  # noqa: F401  (fixture: the simavr harness)
+from test_protocol_host import needs_avr, uno  # noqa: F401  (fixture: the Uno ELF)
+
+serial = pytest.importorskip("serial")
+
+MODEL = FakeModel(board="uno")
+ENTRY_GAP = 0.3           # a person between two Serial Monitor entries
+ENDINGS = {"none": b"", "NL": b"\n", "CR": b"\r", "NL+CR": b"\r\n"}
+
+
+class Line:
+    """The virtual Uno's port: raw writes, answers read line by line."""
+
+    def __init__(self, port: str):
+        self.ser = serial.Serial(port, 115200, timeout=0.05, write_timeout=5)
+        self.rx = bytearray()
+
+    def read(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.rx:
+            if time.monotonic() >= deadline:
+                return None
+            self.rx += self.ser.read(self.ser.in_waiting or 1)
+        raw, _, rest = bytes(self.rx).partition(b"\n")
+        self.rx = bytearray(rest)
+        assert raw.endswith(b"\r"), raw
+        return raw[:-1].decode("ascii")
+
+    def quiet(self, seconds: float) -> list[str]:
+        """Everything that arrives until nothing has for ``seconds``."""
+        lines = []
+        while (text := self.read(seconds)) is not None:
+            lines.append(text)
+        return lines
+
+
+@pytest.fixture
+def line(uno, sim_harness):  # noqa: F811
+    from ipytinyml.toolchain.sim import VirtualBoard
+
+    with VirtualBoard(uno["elf"], harness=sim_harness, speed=1) as vb:
+        ln = Line(vb.port)
+        try:
+            assert ln.read(10) == MODEL.banner()
+            yield ln
+        finally:
+            ln.ser.close()
+
+
+@needs_avr
+@pytest.mark.parametrize("setting", list(ENDINGS))
+def test_every_serial_monitor_line_ending(line, setting):
+    """Each entry in one write, a person's pause between entries: one answer each, no
+    stray error for the second byte of NL+CR, no entry glued to the next."""
+    end = ENDINGS[setting]
+    entries = [b"130", ref.seal(b"!7 r 5 -6"), b"12", b"130", ref.seal(b"!8 i"), b"1.5, 2"]
+    want = [ref.normalize(ref.answer(e, False, MODEL)) for e in entries]
+    assert want[2] != want[3] and want[1] == "@7 ok 5 -6 us=* cyc=*"
+    for entry, expected in zip(entries, want):
+        line.ser.write(entry + end)
+        got = line.read(3)
+        assert got is not None, f"no answer to {entry + end!r}"
+        got = ref.normalize(got)
+        if expected.startswith("@8 ok"):
+            got, expected = got.split(" free=")[0], expected.split(" free=")[0]
+        assert got == expected, entry
+        assert line.quiet(ENTRY_GAP) == [], f"an extra line after {entry + end!r}"
+
+
+@needs_avr
+def test_a_line_end_after_a_silence_ends_nothing(line):
+    """A script that writes the value, then (late) its line end: one answer, no empty-line
+    error; a CR LF pair split by a silence is one line end too."""
+    for late in (b"\n", b"\r", b"\r\n"):
+        line.ser.write(b"130")
+        assert ref.normalize(line.read(3)) == "horsepower 130 -> mpg 22.93 (* us)"
+        line.ser.write(late)
+        assert line.quiet(ENTRY_GAP) == []
+    line.ser.write(b"130\r")
+    assert line.read(3).startswith("horsepower 130 ->")
+    time.sleep(ENTRY_GAP)
+    line.ser.write(b"\n")
+    assert line.quiet(ENTRY_GAP) == []
+    line.ser.write(b"\n")  # an empty line still gets its answer
+    assert line.quiet(ENTRY_GAP) == ["#err 7 empty line"]
+
+
+@needs_avr
+def test_a_burst_never_gets_a_wrong_answer(line):
+    """600 sealed raw requests of 1 to 4 values in one write, about 6 times what the
+    board drains meanwhile: every ok answer is the right one for its id, some requests
+    lost bytes (so the test saw drops), and the board serves on afterwards."""
+    rng = random.Random(12)
+    sent = {}
+    for rid in range(1, 601):
+        values = [rng.choice([v for v in range(-128, 128) if v != MODEL.fail_input])
+                  for _ in range(rng.randint(1, 4))]
+        sent[rid] = values
+    data = b"".join(ref.seal(b"!%d r %s" % (rid, " ".join(map(str, v)).encode())) + b"\n"
+                    for rid, v in sent.items())
+    line.ser.write(data)
+    answers = line.quiet(1.0)
+    ok = errors = 0
+    for text in answers:
+        assert not text.startswith("#tinyml"), "the board reset"
+        parts = text.split()
+        if parts[0] == "#err" or parts[1] == "err":
+            errors += 1
+            continue
+        rid = int(parts[0][1:])
+        assert parts[1] == "ok" and [int(p) for p in parts[2:] if "=" not in p] == sent[rid], text
+        ok += 1
+    lost = len(sent) - ok
+    print(f"\nburst: {len(sent)} requests, {len(data)} bytes: {ok} ok, {errors} errors, "
+          f"{lost - errors} not answered at all")
+    assert ok > 50 and lost > 50, (ok, errors, lost)
+    line.ser.write(ref.seal(b"!9 r 3") + b"\n")
+    assert ref.normalize(line.read(3)) == "@9 ok 3 us=* cyc=*"
