@@ -268,7 +268,7 @@ def parse_answer(line: str) -> Answer:
 
 
 def parse_banner(line: str) -> dict[str, str]:
-    """The key=value fields of ``#tinyml ready proto=1 ...``."""
+    """The key=value fields of ``#tinyml ready proto=2 ...``."""
     parts = line.split()
     if parts[:2] != ["#tinyml", "ready"]:
         raise ValueError(line)

@@ -204,7 +204,7 @@ def test_tflm_sketch_carries_the_names_and_prints_the_class(name, tmp_path):
     typed = [" ".join(f"{v:g}" for v in row) for row in rows]
     codes = plan.input_stage.quantize(rows)[:, :plan.n_outputs]  # the identity interpreter
     out = _run(exe, typed)
-    assert out[0].startswith("#tinyml ready proto=1 runtime=tflm") and len(out) == 1 + len(rows)
+    assert out[0].startswith("#tinyml ready proto=2 runtime=tflm") and len(out) == 1 + len(rows)
     seen = set()
     for row, line, q in zip(typed, out[1:], codes):
         k, p = top_class(dequantize(q, plan.output))

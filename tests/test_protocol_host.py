@@ -128,7 +128,7 @@ def test_class_line_names_the_first_highest_score(exes):
     # 32/256 = 0.125 exactly: rounded half away from zero, 0.13
     assert lines[7] == "x 0 1 0 -96 -100 -97 -> origin: Japan (0.50), Europe (0.13) (* us)"
     # requests still answer the int8 scores: the host decides the class itself
-    assert check(exes["softmax"], MODELS["softmax"], b"!1 r 5 5 3\n")[1] == "@1 ok 5 5 3 us=* cyc=*"
+    assert check(exes["softmax"], MODELS["softmax"], ref.seal(b"!1 r 5 5 3") + b"\n")[1] == "@1 ok 5 5 3 us=* cyc=*"
 
 
 def test_class_line_sigmoid_threshold(exes):

@@ -123,10 +123,13 @@ def test_a_burst_never_gets_a_wrong_answer(line):
                     for rid, v in sent.items())
     line.ser.write(data)
     answers = line.quiet(1.0)
-    ok = errors = 0
+    ok = errors = human = 0
     for text in answers:
         assert not text.startswith("#tinyml"), "the board reset"
         parts = text.split()
+        if not text.startswith(("@", "#")):
+            human += 1  # a line that lost its "!" and kept only numbers: a human line, rightly
+            continue
         if parts[0] == "#err" or parts[1] == "err":
             errors += 1
             continue
@@ -135,7 +138,7 @@ def test_a_burst_never_gets_a_wrong_answer(line):
         ok += 1
     lost = len(sent) - ok
     print(f"\nburst: {len(sent)} requests, {len(data)} bytes: {ok} ok, {errors} errors, "
-          f"{lost - errors} not answered at all")
+          f"{human} human answers, {lost - errors - human} not answered at all")
     assert ok > 50 and lost > 50, (ok, errors, lost)
     line.ser.write(ref.seal(b"!9 r 3") + b"\n")
     assert ref.normalize(line.read(3)) == "@9 ok 3 us=* cyc=*"
