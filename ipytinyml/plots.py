@@ -133,5 +133,5 @@ def predicted_vs_actual_svg(actual, predicted, *, label: str, who: str = "board"
     """Each test row as a point (true label across, the prediction up) and the y = x line a
     perfect model would sit on."""
     plot = XYPlot(xlabel=f"true {label}", ylabel=f"{who}'s {label}", points=(list(actual), list(predicted)),
-                  diagonal=True)
+                  diagonal=True, width=260)  # about square, so y = x is at 45°
     return plot.render()

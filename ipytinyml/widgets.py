@@ -297,7 +297,8 @@ class BoardSlider:
         caption = f"{what} along {self.features[k]}"
         if others:
             caption += f" ({', '.join(others)} held; move a slider to plot along it)"
-        caption += ". Lines: the notebook's int8 model (ipytinyml.quant); dot: the board's answer"
+        caption += (f". {'Lines' if self.classes else 'Line'}: the notebook's int8 model "
+                    f"(ipytinyml.quant); {'dots' if self.classes else 'dot'}: the board's answer")
         if not self.classes:
             caption += "; points: test data" + (" (other features vary)" if others else "")
         return (f'<div class="tinyml-plot-caption" style="font-size:11px;color:#555;max-width:520px">'
