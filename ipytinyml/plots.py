@@ -39,15 +39,20 @@ class XYPlot:
 
     ``series`` is a list of ``(name, xs, ys)`` curves; ``points`` is ``(xs, ys)`` (drawn
     faint, behind the curves); the axes cover all of them and ``x_range``/``y_range`` when
-    given. ``legend`` draws the series names (for more than one curve).
+    given, with 5 % to spare vertically unless ``y_pad=False`` (probabilities end at 0 and
+    1). ``legend`` names the curves in a right margin (for more than one curve).
     """
 
     W, H, PAD_L, PAD_R, PAD_T, PAD_B = 380, 210, 44, 10, 10, 34
 
     def __init__(self, *, xlabel: str, ylabel: str, series=(), points=None, x_range=None,
-                 y_range=None, diagonal: bool = False, legend: bool = False, width: int | None = None):
+                 y_range=None, diagonal: bool = False, legend: bool = False, width: int | None = None,
+                 y_pad: bool = True):
         if width:
             self.W = width
+        if legend and len(series) > 1:  # a right margin for the names, clear of the curves
+            self.PAD_R = 14 + 6 * max(len(str(name)) for name, _, _ in series)
+            self.W += self.PAD_R - XYPlot.PAD_R
         xs = [*(v for _, x, _ in series for v in _finite(x)), *(_finite(points[0]) if points else [])]
         ys = [*(v for _, _, y in series for v in _finite(y)), *(_finite(points[1]) if points else [])]
         xs += list(x_range or ())
@@ -56,7 +61,7 @@ class XYPlot:
             xs = ys = xs + ys
         xs, ys = xs or [0.0, 1.0], ys or [0.0, 1.0]
         self.x0, self.x1 = min(xs), max(xs)
-        pad = 0.05 * max(max(ys) - min(ys), 1e-9)
+        pad = 0.05 * max(max(ys) - min(ys), 1e-9) if y_pad else 0.0
         self.y0, self.y1 = min(ys) - pad, max(ys) + pad
         if diagonal:
             self.x0, self.x1 = self.y0, self.y1
@@ -78,8 +83,8 @@ class XYPlot:
         if legend and len(series) > 1:
             for k, (name, _, _) in enumerate(series):
                 y = self.PAD_T + 10 + 13 * k
-                x = self.W - self.PAD_R - 4
-                parts.append(f'<text x="{x}" y="{y}" font-size="10" text-anchor="end" '
+                x = self.W - self.PAD_R + 6
+                parts.append(f'<text x="{x}" y="{y}" font-size="10" '
                              f'fill="{COLORS[k % len(COLORS)]}">{html.escape(str(name))}</text>')
         self.static = "".join(parts)
 

@@ -278,7 +278,7 @@ class BoardSlider:
                 probs = out if out.shape[1] > 1 else np.hstack([1.0 - out, out])
                 series = [(name, grid, probs[:, c]) for c, name in enumerate(self.classes)]
                 plot = XYPlot(xlabel=feature, ylabel="probability", series=series, y_range=(0.0, 1.0),
-                              x_range=(slider.min, slider.max), legend=True)
+                              x_range=(slider.min, slider.max), legend=True, y_pad=False)
                 what = "each class's probability"
             else:
                 test_x, test_y = self._test
@@ -301,7 +301,8 @@ class BoardSlider:
                     f"(ipytinyml.quant); {'dots' if self.classes else 'dot'}: the board's answer")
         if not self.classes:
             caption += "; points: test data" + (" (other features vary)" if others else "")
-        return (f'<div class="tinyml-plot-caption" style="font-size:11px;color:#555;max-width:520px">'
+        return (f'<div class="tinyml-plot-caption" style="font-size:11px;line-height:1.35;color:#555;'
+                f'max-width:520px;margin:2px 0">'
                 f"{html.escape(caption)}.</div>{svg}")
 
     def _failed(self, exc: BaseException) -> None:

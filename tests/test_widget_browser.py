@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("IPYTINYML_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/ipytinyml_widget.png")
 SCREENSHOT_TWO = Path("/tmp/ipytinyml_widget_two_features.png")
@@ -86,7 +87,9 @@ def lab(tmp_path_factory):
                JUPYTERLAB_WORKSPACES_DIR=str(home / ".lab-workspaces"),
                JUPYTER_CONFIG_DIR=str(home / ".jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"),
-               TF_CPP_MIN_LOG_LEVEL="3")
+               TF_CPP_MIN_LOG_LEVEL="3",
+               # the kernels import this checkout's package, not whichever one is installed
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     port = _free_port()
     log = open(home / "lab.log", "w")
     server = subprocess.Popen(
