@@ -300,7 +300,11 @@ def evaluate_on_board(name: str | None = None, root: str | os.PathLike = DEFAULT
     -------
     dict
         ``{"mae", "parity": {"matched", "total", "runtime"}, "latency": {"device_us",
-        "device_cycles", "host_roundtrip_ms", "predictions_per_s", "wire_bound_per_s"}}``
+        "device_cycles", "host_roundtrip_ms", "predictions_per_s", "wire_bound_per_s"},
+        "test_rows": {"board", "actual"}}``; ``test_rows`` (the board's prediction and the true
+        label of every test row, lists of rows) is not saved to report.json.
+        ``ipytinyml.views.EvaluateResult(result)`` shows it as tables and, for a regression, a
+        predicted-vs-actual plot.
     """
     from . import deploy
     return deploy.evaluate(resolve_name(name, root), root, board, progress=progress)

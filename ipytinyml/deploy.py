@@ -384,7 +384,8 @@ def evaluate(name: str, root, board, *, progress=None) -> dict:
     report = artifacts.read_report(folder)
     report.update(result)
     artifacts.write_report(folder, report)
-    return result
+    # Per-row values are for the caller's plot (EvaluateResult), not for report.json.
+    return {**result, "test_rows": {"board": predictions.tolist(), "actual": np.asarray(test_y).tolist()}}
 
 
 ORACLE = "the boards' TFLM arithmetic (ipytinyml.quant)"

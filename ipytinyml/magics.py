@@ -506,9 +506,11 @@ Examples
     @argument("values", nargs="*", help="Input values, one per feature per row (e.g. 130 150).")
     @argument("--test", action="store_true",
               help="Stream the whole test set through the board: MAE, parity, latency, "
-                   "throughput; saved to report.json.")
+                   "throughput (saved to report.json) and, for a regression, the board's "
+                   "prediction against the true value of each row, plotted.")
     @argument("--widget", action="store_true",
-              help="A slider per feature wired to the board, with both predictions and a plot.")
+              help="A slider per feature wired to the board, with both predictions and a plot "
+                   "along the slider last moved (the other features held).")
     @argument("--name", default=None,
               help="Check that the board runs this model (default: whatever it runs).")
     @_cleandoc
@@ -519,8 +521,10 @@ Examples
         input: the board's answer, the notebook's own prediction of the same
         int8 model, the on-device time, and whether the two agree bit for bit
         (✓/✗). ``--test`` streams the test set and reports MAE, parity
-        (matched/total), device time per inference and predictions per second.
-        ``--widget`` shows a slider; each change (debounced) goes to the board.
+        (matched/total), device time per inference and predictions per second,
+        and plots the board's prediction of each row against its true value.
+        ``--widget`` shows a slider per feature; each change (debounced) goes to
+        the board, and a plot follows the slider last moved.
         Returns a PredictResult, an EvaluateResult or a BoardSlider.
         """
         if _wants_help(line):

@@ -746,6 +746,7 @@ class EvaluateResult(_Result):
     def __init__(self, result: dict, name: str | None = None, label: str | None = None,
                  seconds: float | None = None):
         self.result = dict(result)
+        self.rows = self.result.pop("test_rows", None) or {}  # {"board": rows, "actual": rows}
         self.name = name
         self.label = label
         self.seconds = seconds
@@ -824,12 +825,29 @@ class EvaluateResult(_Result):
             text += "\nconfusion matrix on the board:\n" + text_table(*confusion, "l" + "r" * len(confusion[1]))
         return text
 
+    def plot_svg(self) -> str:
+        """A regression's predicted-vs-actual plot (one per label): the board's int8 prediction
+        of every test row against its true value, and the y = x line; "" for a classifier."""
+        board, actual = self.rows.get("board"), self.rows.get("actual")
+        if self.result.get("accuracy") is not None or not board or not actual:
+            return ""
+        from .plots import predicted_vs_actual_svg
+        n_out = len(board[0])
+        labels = (self.label or "").split(",")
+        labels = labels if len(labels) == n_out else [f"y{i}" for i in range(n_out)]
+        plots = "".join(predicted_vs_actual_svg([r[i] for r in actual], [r[i] for r in board], label=label)
+                        for i, label in enumerate(labels))
+        return (f'<div class="{CSS_PREFIX}-pred-vs-actual">'
+                f'<div class="{CSS_PREFIX}-summary">the board\'s int8 prediction of each test row '
+                f"against its true value (dashed: y = x, a perfect model)</div>{plots}</div>")
+
     def _repr_html_(self) -> str:
         inner = _kv_html(self._pairs())
         confusion = self._confusion()
         if confusion:
             inner += (f'<div class="{CSS_PREFIX}-summary">confusion matrix on the board</div>'
                       + html_table(*confusion, "l" + "r" * len(confusion[1])))
+        inner += self.plot_svg()
         return _box(self._title(), inner, self.css)
 
     def to_frame(self):

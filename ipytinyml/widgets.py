@@ -6,10 +6,13 @@ debounced (only the latest value is sent, once the slider has been quiet for
 ``debounce`` seconds, or at the latest ``max_wait`` seconds after the first
 unsent change) and sent to the board from a worker thread; the result line
 shows the board's prediction, the notebook's own prediction of the same int8
-model, the on-device time and whether they agree bit for bit. For one feature
-a small SVG plot shows the test data, the int8 model's fit line and a live
-marker. If the board goes away, the status line says so; a callback never
-raises into the notebook.
+model, the on-device time and whether they agree bit for bit. A small SVG plot
+(``plots.XYPlot``) shows the prediction along the feature last moved, the other
+features held at their sliders, as a line from the notebook's int8 model, with
+the board's answer as a live marker (a classifier: one line per class's
+probability; a regression: the test data behind it). The sliders share one
+label width, so their tracks line up. If the board goes away, the status line
+says so; a callback never raises into the notebook.
 
 ipywidgets is imported when a view is built, not when this module is imported;
 nothing here imports TensorFlow.
@@ -18,7 +21,8 @@ Stable hooks for browser tests and styling: the sliders carry the CSS class
 ``tinyml-slider`` (description = the feature name), the result line
 ``tinyml-result`` (its inner ``span.tinyml-reading`` has ``data-board``,
 ``data-notebook``, ``data-agree``, ``data-input`` attributes), the status line
-``tinyml-status`` and the plot ``tinyml-plot``.
+``tinyml-status`` and the plot ``tinyml-plot`` (a ``.tinyml-plot-caption`` above an
+``svg.tinyml-svg``, see ``plots``). The text/html fallback is ``.tinyml-widget-snapshot``.
 """
 from __future__ import annotations
 
@@ -143,53 +147,6 @@ def _nice_step(lo: float, hi: float, integers: bool) -> float:
     return 10 ** math.floor(math.log10(span / 100))
 
 
-class _SvgPlot:
-    """Test points, the int8 fit line and a marker, as a small self-contained SVG."""
-
-    W, H, PAD_L, PAD_R, PAD_T, PAD_B = 380, 210, 44, 10, 10, 34
-
-    def __init__(self, x_points, y_points, x_line, y_line, xlabel: str, ylabel: str):
-        self.x0, self.x1 = float(min(x_line.min(), x_points.min())), float(max(x_line.max(), x_points.max()))
-        ys = [float(y_points.min()), float(y_points.max()), float(y_line.min()), float(y_line.max())]
-        pad = 0.05 * max(max(ys) - min(ys), 1e-9)
-        self.y0, self.y1 = min(ys) - pad, max(ys) + pad
-        points = "".join(f'<circle cx="{self._x(x):.1f}" cy="{self._y(y):.1f}" r="2.2"/>'
-                         for x, y in zip(x_points, y_points))
-        line = " ".join(f"{self._x(x):.1f},{self._y(y):.1f}" for x, y in zip(x_line, y_line))
-        l, r, t, b = self.PAD_L, self.W - self.PAD_R, self.PAD_T, self.H - self.PAD_B
-        axes = (f'<line x1="{l}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/>'
-                f'<line x1="{l}" y1="{t}" x2="{l}" y2="{b}" stroke="#888"/>'
-                f'<text x="{l}" y="{b + 14}" font-size="10">{self.x0:g}</text>'
-                f'<text x="{r}" y="{b + 14}" font-size="10" text-anchor="end">{self.x1:g}</text>'
-                f'<text x="{(l + r) / 2}" y="{b + 28}" font-size="11" text-anchor="middle">'
-                f"{html.escape(xlabel)}</text>"
-                f'<text x="{l - 4}" y="{b}" font-size="10" text-anchor="end">{self.y0:.0f}</text>'
-                f'<text x="{l - 4}" y="{t + 9}" font-size="10" text-anchor="end">{self.y1:.0f}</text>'
-                f'<text x="12" y="{(t + b) / 2}" font-size="11" text-anchor="middle" '
-                f'transform="rotate(-90 12 {(t + b) / 2})">{html.escape(ylabel)}</text>')
-        self.static = (f'{axes}<g fill="#1f77b4" fill-opacity="0.45">{points}</g>'
-                       f'<polyline points="{line}" fill="none" stroke="#d62728" stroke-width="2"/>')
-
-    def _x(self, x: float) -> float:
-        return self.PAD_L + (x - self.x0) / max(self.x1 - self.x0, 1e-9) * (self.W - self.PAD_L - self.PAD_R)
-
-    def _y(self, y: float) -> float:
-        return self.H - self.PAD_B - (y - self.y0) / max(self.y1 - self.y0, 1e-9) * (
-            self.H - self.PAD_T - self.PAD_B)
-
-    def render(self, x: float | None = None, y: float | None = None) -> str:
-        marker = ""
-        if x is not None and y is not None and math.isfinite(y):
-            cx, cy = self._x(x), min(max(self._y(y), self.PAD_T), self.H - self.PAD_B)
-            marker = (f'<line x1="{cx:.1f}" y1="{self.PAD_T}" x2="{cx:.1f}" y2="{self.H - self.PAD_B}" '
-                      f'stroke="#444" stroke-dasharray="3,3"/>'
-                      f'<circle class="tinyml-marker" cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="#ff7f0e" '
-                      f'stroke="black"/>')
-        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.W}" height="{self.H}" '
-                f'viewBox="0 0 {self.W} {self.H}" style="font-family:sans-serif">'
-                f"{self.static}{marker}</svg>")
-
-
 class BoardSlider:
     """Sliders wired to a connected board (``%tinyml_predict --widget``).
 
@@ -199,7 +156,7 @@ class BoardSlider:
     root : the artifacts folder holding the model's saved data split
     debounce : seconds of quiet before the latest slider value is sent
     max_wait : send at the latest this long after the first unsent change
-    plot : draw the fit plot with a live marker (one-feature models)
+    plot : draw the plot along the last-moved feature with a live marker
 
     Attributes
     ----------
@@ -233,6 +190,9 @@ class BoardSlider:
         self.label = self.labels[0]
         xs = np.concatenate([split["train_x"], split["test_x"]]).astype(np.float64)
 
+        # One description width for every slider, so the tracks start at the same x whatever
+        # the feature names' lengths (about 7 px a character at the widget label's font).
+        label_px = min(260, 12 + 7 * max(len(f) for f in self.features))
         self.sliders = []
         for i, feature in enumerate(self.features):
             column = xs[:, i]
@@ -243,8 +203,8 @@ class BoardSlider:
             slider = w.FloatSlider(value=min(max(start, lo), hi), min=lo, max=hi, step=step,
                                    description=feature, continuous_update=True,
                                    readout_format=".0f" if step >= 1 else ".3g",
-                                   style={"description_width": "initial"},
-                                   layout=w.Layout(width="420px"))
+                                   style={"description_width": f"{label_px}px"},
+                                   layout=w.Layout(width=f"{label_px + 340}px"))
             slider.add_class("tinyml-slider")
             slider.observe(self._changed, names="value")
             self.sliders.append(slider)
@@ -252,14 +212,14 @@ class BoardSlider:
         self.result = w.HTML(value="").add_class("tinyml-result")
         self.status = w.HTML(value="").add_class("tinyml-status")
         children = [*self.sliders, self.result]
-        self._plot = None
+        self._moved = 0  # the feature the plot runs along: the last slider a user touched
+        self._test = (split["test_x"].astype(np.float64), split["test_y"].astype(np.float64))
+        self._label_range = (float(np.min(np.concatenate([split["train_y"][:, 0], split["test_y"][:, 0]]))),
+                             float(np.max(np.concatenate([split["train_y"][:, 0], split["test_y"][:, 0]]))))
+        self._plot_key = self._plot_cache = None
         self.plot = None
-        if plot and n_in == 1 and board.plan.n_outputs == 1:
-            grid = np.linspace(float(xs[:, 0].min()), float(xs[:, 0].max()), 160, dtype=np.float32)
-            line = np.asarray(board.notebook_predict(grid.reshape(-1, 1)))[:, 0]
-            self._plot = _SvgPlot(split["test_x"][:, 0], split["test_y"][:, 0], grid, line,
-                                  self.features[0], self.label)
-            self.plot = w.HTML(value=self._plot.render()).add_class("tinyml-plot")
+        if plot:
+            self.plot = w.HTML(value="").add_class("tinyml-plot")
             children.append(self.plot)
         children.append(self.status)
         self.widget = w.VBox(children).add_class("tinyml-widget")
@@ -272,6 +232,9 @@ class BoardSlider:
         return [float(s.value) for s in self.sliders]
 
     def _changed(self, change) -> None:
+        owner = change["owner"] if "owner" in change else None
+        if owner in self.sliders:
+            self._moved = self.sliders.index(owner)
         self._debouncer.submit(self.values())
 
     def _send(self, values) -> None:
@@ -284,14 +247,63 @@ class BoardSlider:
         self.requests += 1
         self.last = prediction
         self.result.value = self._reading_html(prediction)
-        if self._plot is not None:
-            self.plot.value = self._plot.render(prediction.inputs[0], prediction.board[0])
+        if self.plot is not None:
+            self.plot.value = self._plot_html(prediction)
         kind = {"sim": "virtual Uno (simavr)"}.get(self.board.kind, str(self.board.kind))
         port = getattr(self.board, "port", None)
         parts = [self.board.name, kind] + ([str(port)] if port else []) + [
             f"{self.requests} request{'s' if self.requests != 1 else ''}"]
         self.status.value = (f'<span class="tinyml-status-ok" style="color:#666">'
                              f"{html.escape(' · '.join(parts))}</span>")
+
+    def _plot_html(self, p) -> str:
+        """The prediction along the feature last moved, the others held where their sliders are:
+        a line from the notebook's int8 model (the boards' arithmetic, ``ipytinyml.quant``; it
+        costs no board requests), the board's own answer as the marker."""
+        import numpy as np
+
+        from .plots import XYPlot
+
+        k = min(self._moved, len(self.features) - 1)
+        held = [v for i, v in enumerate(p.inputs) if i != k]
+        key = (k, tuple(held))
+        if key != self._plot_key:
+            slider = self.sliders[k]
+            grid = np.linspace(slider.min, slider.max, 160)
+            rows = np.tile(np.asarray(p.inputs, dtype=np.float64), (len(grid), 1))
+            rows[:, k] = grid
+            out = np.asarray(self.board.notebook_predict(rows.astype(np.float32)), dtype=np.float64)
+            feature = self.features[k]
+            if self.classes:
+                probs = out if out.shape[1] > 1 else np.hstack([1.0 - out, out])
+                series = [(name, grid, probs[:, c]) for c, name in enumerate(self.classes)]
+                plot = XYPlot(xlabel=feature, ylabel="probability", series=series, y_range=(0.0, 1.0),
+                              x_range=(slider.min, slider.max), legend=True, y_pad=False)
+                what = "each class's probability"
+            else:
+                test_x, test_y = self._test
+                plot = XYPlot(xlabel=feature, ylabel=self.label, series=[(self.label, grid, out[:, 0])],
+                              points=(test_x[:, k], test_y[:, 0]), x_range=(slider.min, slider.max),
+                              y_range=self._label_range)
+                what = self.label
+            self._plot_key, self._plot_cache = key, (plot, what)
+        plot, what = self._plot_cache
+        if self.classes:
+            board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
+            svg = plot.render(p.inputs[k], board)
+        else:
+            svg = plot.render(p.inputs[k], p.board[0])
+        others = [f"{name} {v:g}" for i, (name, v) in enumerate(zip(self.features, p.inputs)) if i != k]
+        caption = f"{what} along {self.features[k]}"
+        if others:
+            caption += f" ({', '.join(others)} held; move a slider to plot along it)"
+        caption += (f". {'Lines' if self.classes else 'Line'}: the notebook's int8 model "
+                    f"(ipytinyml.quant); {'dots' if self.classes else 'dot'}: the board's answer")
+        if not self.classes:
+            caption += "; points: test data" + (" (other features vary)" if others else "")
+        return (f'<div class="tinyml-plot-caption" style="font-size:11px;line-height:1.35;color:#555;'
+                f'max-width:520px;margin:2px 0">'
+                f"{html.escape(caption)}.</div>{svg}")
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -349,19 +361,45 @@ class BoardSlider:
     def close(self) -> None:
         self._debouncer.close()
         self.widget.close()
-        for child in [*self.sliders, self.result, self.status] + ([self.plot] if self.plot else []):
+        for child in [*self.sliders, self.result, self.status] + ([self.plot] if self.plot is not None else []):
             child.close()
 
     # -- display --------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            bundle["text/plain"] = repr(self)
+        """The live widget, plus what a page without a widget manager shows instead: the reading
+        when the cell ran (text/plain, and text/html with the class bars or the plot). nbconvert
+        uses the text/html when the notebook was saved without widget state, JupyterLab's
+        default; with saved state it embeds the widget itself."""
+        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
+        bundle["text/plain"] = repr(self)
+        bundle["text/html"] = self.snapshot_html()
         return bundle
 
+    def snapshot_html(self) -> str:
+        """The current reading and plot as static HTML (no widgets, no script)."""
+        plot = self.plot.value if self.plot is not None else ""
+        return (f'<div class="tinyml-widget-snapshot">'
+                f'<div style="font-size:11px;color:#555">{html.escape(self._where())}: the reading when '
+                f"this cell ran (the sliders need a running kernel)</div>"
+                f"{self.result.value}{plot}</div>")
+
+    def _where(self) -> str:
+        kind = {"sim": "virtual Uno (simavr)"}.get(self.board.kind, str(self.board.kind))
+        return f"{self.board.name} on the {kind}" if self.board.kind == "sim" else f"{self.board.name} on {kind}"
+
     def __repr__(self) -> str:
-        reading = ""
-        if self.last is not None:
-            reading = (f" last: {self.last.inputs} -> board {self.last.board} notebook "
-                       f"{self.last.notebook} agree={self.last.agree}")
-        return f"<BoardSlider {self.board.name} features={self.features}{reading}>"
+        p = self.last
+        if p is None:
+            return f"{self._where()}: sliders for {', '.join(self.features)} (no reading yet)"
+        inputs = ", ".join(f"{name} {v:g}" for name, v in zip(self.features, p.inputs))
+        if self.classes:
+            from .metrics import top_class
+            k, prob = top_class(p.board)
+            answer = f"board {self.classes[k]} ({prob:.2f})"
+            k2, prob2 = top_class(p.notebook)
+            answer += f", notebook {self.classes[k2]} ({prob2:.2f})"
+        else:
+            answer = "; ".join(f"board {b:.2f} {label}, notebook {n:.2f}"
+                               for label, b, n in zip(self.labels, p.board, p.notebook))
+        mark = "✓ agree" if p.agree else "✗ differ"
+        return f"{self._where()}: {inputs} → {answer} · {mark}"

@@ -162,6 +162,19 @@ def test_chain_without_arguments(ip, trained, capsys):
     assert evaluated.matched == evaluated.total == 78
     assert evaluated.latency["device_us"] > 0 and evaluated.latency["predictions_per_s"] > 0
     assert "78/78" in repr(evaluated)
+    # the predicted-vs-actual plot: one point per test row at the board's prediction, and y = x
+    import numpy as np
+
+    import ipytinyml as tm
+    split = tm.load_split("hp_mpg", ip.user_ns["_root"])
+    np.testing.assert_array_equal(np.asarray(evaluated.rows["board"], np.float32),
+                                  board.predict(split["test_x"]))
+    np.testing.assert_array_equal(np.asarray(evaluated.rows["actual"]), split["test_y"])
+    page = evaluated._repr_html_()
+    plot = page[page.index("tinyml-pred-vs-actual"):]
+    assert plot.count("<circle") == 78 and "tinyml-diagonal" in plot and "true mpg" in plot
+    assert "test_rows" not in json.loads((ip.user_ns["_root"] / "hp_mpg" / "report.json").read_text())
+    assert "78/78" in page and "device time" in page  # the tables stay
 
     result, out, err = run(ip, capsys, "%tinyml_predict --widget")
     result.raise_error()
@@ -173,6 +186,11 @@ def test_chain_without_arguments(ip, trained, capsys):
         assert slider.last.inputs == (200.0,) and slider.last.agree
         assert slider.last.board == tuple(float(v) for v in board.notebook_predict([200])[0])
         assert 'data-agree="1"' in slider.result.value
+        assert slider.plot.value.count('class="tinyml-marker"') == 1 and "along horsepower" in slider.plot.value
+        bundle = slider._repr_mimebundle_()  # what an exported notebook shows without widgets
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        assert "horsepower 200 → board" in bundle["text/plain"] and "✓ agree" in bundle["text/plain"]
+        assert 'data-agree="1"' in bundle["text/html"] and "<svg" in bundle["text/html"]
         for value in (60, 70, 80, 90, 100):  # a quick drag: only the last value is needed
             slider.set(value)
         assert slider.wait_idle(10)

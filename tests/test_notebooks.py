@@ -200,3 +200,51 @@ def test_demo_fails_when_a_cell_fails(tmp_path):
     executed = nbformat.read(tmp_path / "run" / "broken" / "executed_broken.ipynb", as_version=4)
     errors = demo.cell_errors(executed)
     assert len(errors) == 2 and "ZeroDivisionError" in errors[0] and "UsageError: LinkError" in errors[1]
+
+
+# -- exported to HTML ---------------------------------------------------------------------------------------
+def _exported_widget_cell(nb):
+    """nbconvert's HTML (the lab template, as `jupyter nbconvert --to html`) and, parsed from it,
+    the output area of the `%tinyml_predict --widget` cell."""
+    from bs4 import BeautifulSoup
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    cells = BeautifulSoup(body, "html.parser").select(".jp-Cell.jp-CodeCell")
+    widget = [c for c in cells if "--widget" in c.select_one(".jp-InputArea").get_text()]
+    assert len(widget) == 1, len(cells)
+    return widget[0].select_one(".jp-OutputArea")
+
+
+@pytest.mark.parametrize("which, reading", [
+    ("main", "horsepower "), ("byod", "temperature "), ("origin", "cylinders ")])
+def test_exported_html_shows_the_widget_cell(executed, which, reading):
+    """Saved the way JupyterLab saves a notebook by default (without widget state), the widget
+    cell of the exported page shows the reading when the cell ran, and its plot; never a blank
+    Out[]. With the state nbclient saved, nbconvert embeds the widget itself, and that state
+    holds the same reading for the widget-manager script to draw."""
+    import copy
+
+    nb, _ = executed[which]
+    bare = copy.deepcopy(nb)
+    bare.metadata.pop("widgets", None)
+    out = _exported_widget_cell(bare)
+    text = " ".join(out.get_text().split())
+    assert reading in text and "✓ agree" in text, text
+    assert ("USA" in text) if which == "origin" else ("→ board" in text), text
+    assert "the reading when this cell ran" in text
+    snapshot = out.select_one(".tinyml-widget-snapshot")
+    assert snapshot is not None and snapshot.select_one("svg.tinyml-svg") is not None
+    assert snapshot.select_one(".tinyml-reading")["data-agree"] == "1"
+    if which == "origin":
+        assert len(snapshot.select(".tinyml-class")) == 3
+        assert len(snapshot.select("polyline.tinyml-line")) == 3  # one probability line per class
+    else:
+        assert len(snapshot.select(".tinyml-marker")) == 1 and snapshot.select(".tinyml-points circle")
+
+    out = _exported_widget_cell(nb)
+    view = json.loads(out.select_one(f'script[type="{WIDGET_MIME}"]').string)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert view["model_id"] in state  # what the embedded widget manager draws from
+    htmls = [m["state"].get("value", "") for m in state.values() if m["model_name"] == "HTMLModel"]
+    assert any('data-agree="1"' in h and reading.strip() in h for h in htmls)

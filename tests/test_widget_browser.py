@@ -1,10 +1,12 @@
 """The board slider in a real JupyterLab 4, driven by headless Chromium through Playwright.
 
 A JupyterLab server is started on a free localhost port with a temporary root folder;
-the page opens a notebook that flashes a trained model to the virtual Uno (simavr) and
-shows ``%tinyml_predict --widget``. The test drags the slider like a user would and
-waits until the board's answer for the new value is shown and equals the notebook's own
-prediction. A screenshot is saved to /tmp/ipytinyml_widget.png.
+each test opens a notebook that flashes a trained model to the virtual Uno (simavr) and
+shows ``%tinyml_predict --widget``: one feature (the slider is dragged like a user would,
+until the board's answer for the new value is shown and equals the notebook's own
+prediction), two features (the sliders' tracks line up; the plot follows the slider last
+moved) and a classifier (one bar per class, the winner in bold). Screenshots are saved to
+/tmp/ipytinyml_widget*.png.
 
 Needs JupyterLab, Playwright's Python package and Debian's Chromium (``scripts/setup``
 installs them; ``playwright install`` is never used). Skipped when Chromium is absent.
@@ -23,9 +25,13 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("IPYTINYML_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = Path("/tmp/ipytinyml_widget.png")
+SCREENSHOT_TWO = Path("/tmp/ipytinyml_widget_two_features.png")
+SCREENSHOT_CLASSES = Path("/tmp/ipytinyml_widget_classifier.png")
 TOKEN = "ipytinyml-widget-test"
+SEVEN = ["mpg", "cylinders", "displacement", "horsepower", "weight", "acceleration", "model_year"]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -55,14 +61,23 @@ def lab(tmp_path_factory):
 
     import ipytinyml as tm
 
+    from ipytinyml.data import load_autompg
+
     home = tmp_path_factory.mktemp("lab")
     tm.train(name="hp_mpg", root=home / "tinyml", epochs=200)
     tm.quantize(name="hp_mpg", root=home / "tinyml")
-    nbformat.write(_notebook([
-        "%load_ext ipytinyml",
-        "%tinyml_flash --name hp_mpg --board sim",
-        "%tinyml_predict --widget",
-    ]), home / "slider.ipynb")
+    tm.train(features=["horsepower", "weight"], name="hw_mpg", root=home / "tinyml", epochs=200)
+    tm.quantize(name="hw_mpg", root=home / "tinyml")
+    cars = load_autompg().dropna()
+    cars["origin"] = cars["origin"].map({1: "USA", 2: "Europe", 3: "Japan"})
+    tm.train(data=cars, features=SEVEN, label="origin", name="origin", root=home / "tinyml", epochs=300)
+    tm.quantize(name="origin", root=home / "tinyml")
+    for notebook, name in [("slider", "hp_mpg"), ("two", "hw_mpg"), ("origin", "origin")]:
+        nbformat.write(_notebook([
+            "%load_ext ipytinyml",
+            f"%tinyml_flash --name {name} --board sim",
+            "%tinyml_predict --widget",
+        ]), home / f"{notebook}.ipynb")
 
     settings = home / ".lab-settings"
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
@@ -72,7 +87,9 @@ def lab(tmp_path_factory):
                JUPYTERLAB_WORKSPACES_DIR=str(home / ".lab-workspaces"),
                JUPYTER_CONFIG_DIR=str(home / ".jupyter-config"),
                JUPYTER_RUNTIME_DIR=str(home / ".jupyter-runtime"),
-               TF_CPP_MIN_LOG_LEVEL="3")
+               TF_CPP_MIN_LOG_LEVEL="3",
+               # the kernels import this checkout's package, not whichever one is installed
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     port = _free_port()
     log = open(home / "lab.log", "w")
     server = subprocess.Popen(
@@ -201,3 +218,151 @@ def test_slider_drives_the_board_in_jupyterlab(lab):
             raise
         finally:
             browser.close()
+            _stop_kernels(lab["base"])
+
+
+def _stop_kernels(base: str) -> None:
+    """End the notebook's kernel (its atexit stops its simulator), so the next test's kernel
+    does not share the two cores with an idle simavr."""
+    with urllib.request.urlopen(f"{base}/api/sessions?token={TOKEN}", timeout=10) as r:
+        sessions = json.loads(r.read())
+    for session in sessions:
+        req = urllib.request.Request(f"{base}/api/sessions/{session['id']}?token={TOKEN}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30)
+
+
+def _open_widget(page, lab, notebook: str, sliders: int) -> None:
+    """The notebook open, all cells run, ``sliders`` sliders and a reading. Each notebook has
+    its own workspace: the default one would reopen an earlier test's notebook, whose ended
+    kernel brings up a dialog over the page."""
+    stem = Path(notebook).stem
+    page.goto(f"{lab['base']}/lab/workspaces/{stem}/tree/{notebook}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    _run_all_cells(page)
+    page.wait_for_function(f"n => document.querySelectorAll('.tinyml-slider').length === n",
+                           arg=sliders, timeout=90_000)
+    page.wait_for_selector(".tinyml-result .tinyml-reading", timeout=30_000)
+
+
+def _tracks(page) -> list[dict]:
+    return page.eval_on_selector_all(
+        ".tinyml-slider", "els => els.map(e => { const t = e.querySelector('.noUi-target')"
+        ".getBoundingClientRect(); return {label: e.querySelector('.widget-label').innerText.trim(),"
+        " x: t.left, right: t.right}; })")
+
+
+def _failure(page, path: Path) -> None:
+    page.screenshot(path=str(path.with_name(path.stem + "_failure.png")))
+    outputs = page.eval_on_selector_all(".jp-OutputArea-output", "els => els.map(e => e.innerText)")
+    print("cell outputs at failure:", *outputs, sep="\n  ")
+
+
+def test_two_features_aligned_sliders_and_a_plot_along_the_moved_one(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open_widget(page, lab, "two.ipynb", 2)
+            tracks = _tracks(page)
+            assert [t["label"] for t in tracks] == ["horsepower", "weight"]
+            assert abs(tracks[0]["x"] - tracks[1]["x"]) <= 2, tracks  # the tracks start together
+            assert abs(tracks[0]["right"] - tracks[1]["right"]) <= 2, tracks
+            page.wait_for_selector(".tinyml-plot svg .tinyml-marker", timeout=15_000)
+            assert "along horsepower" in page.inner_text(".tinyml-plot-caption")
+            assert "weight" in page.inner_text(".tinyml-plot-caption")  # held, and says at what
+            # the live widget is shown, not the text/html fallback meant for exported pages
+            assert page.query_selector(".tinyml-widget-snapshot") is None
+
+            # move weight with the keyboard: the plot now runs along weight, horsepower held
+            weight = page.query_selector_all(".tinyml-slider")[1]
+            before = page.inner_text(".tinyml-result .tinyml-reading")
+            weight.query_selector(".noUi-handle").focus()
+            for _ in range(8):
+                page.keyboard.press("PageUp")
+            target = weight.query_selector(".widget-readout").inner_text().strip()
+            page.wait_for_function(
+                "t => { const c = document.querySelector('.tinyml-plot-caption');"
+                " const r = document.querySelector('.tinyml-result .tinyml-reading');"
+                " return c && c.textContent.includes('along weight') && r.textContent.includes('weight ' + t); }",
+                arg=target, timeout=15_000)
+            moved = _reading(page)
+            assert moved["agree"] == "1" and moved["board"] == moved["notebook"], moved
+            assert moved["text"] != before
+            caption = page.inner_text(".tinyml-plot-caption")
+            assert "horsepower" in caption and "held" in caption and "int8" in caption
+            assert len(page.query_selector_all(".tinyml-plot svg polyline.tinyml-line")) == 1
+            assert len(page.query_selector_all(".tinyml-plot svg .tinyml-points circle")) == 78
+            # the marker sits on the line: the board's answer is the int8 model's value there
+            marker = page.eval_on_selector(".tinyml-plot svg .tinyml-marker",
+                                           "m => [parseFloat(m.getAttribute('cx')), parseFloat(m.getAttribute('cy'))]")
+            line = page.eval_on_selector(".tinyml-plot svg polyline.tinyml-line",
+                                         "l => l.getAttribute('points').split(' ').map(p => p.split(',').map(Number))")
+            nearest = min(line, key=lambda xy: abs(xy[0] - marker[0]))
+            assert abs(nearest[0] - marker[0]) < 3 and abs(nearest[1] - marker[1]) < 4, (marker, nearest)
+
+            page.query_selector(".tinyml-widget").scroll_into_view_if_needed()
+            page.query_selector(".tinyml-widget").screenshot(path=str(SCREENSHOT_TWO))
+        except Exception:
+            _failure(page, SCREENSHOT_TWO)
+            raise
+        finally:
+            browser.close()
+            _stop_kernels(lab["base"])
+
+
+def test_classifier_widget_shows_one_bar_per_class_the_winner_in_bold(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        try:
+            _open_widget(page, lab, "origin.ipynb", 7)
+            tracks = _tracks(page)
+            assert [t["label"] for t in tracks] == SEVEN
+            assert max(t["x"] for t in tracks) - min(t["x"] for t in tracks) <= 2, tracks
+            page.wait_for_selector(".tinyml-result .tinyml-class", timeout=15_000)
+
+            def bars():
+                return page.eval_on_selector_all(
+                    ".tinyml-result .tinyml-class",
+                    "els => els.map(e => ({name: e.dataset.class, p: parseFloat(e.dataset.p),"
+                    " weight: parseInt(getComputedStyle(e).fontWeight),"
+                    " width: e.querySelector('.tinyml-bar').getBoundingClientRect().width}))")
+
+            first = bars()
+            assert [b["name"] for b in first] == ["Europe", "Japan", "USA"]
+            assert sum(b["p"] for b in first) == pytest.approx(1.0, abs=0.02)
+            bold = [b["name"] for b in first if b["weight"] >= 600]
+            assert bold == [max(first, key=lambda b: b["p"])["name"]], first
+            for b in first:  # the bar's length is the probability (200 px for 1.0)
+                assert abs(b["width"] - 200 * b["p"]) <= 1.5, b
+            assert _reading(page)["agree"] == "1"
+            assert len(page.query_selector_all(".tinyml-plot svg polyline.tinyml-line")) == 3
+
+            # a light, economical car from the late seventies: the winner changes, the bars follow
+            sliders = page.query_selector_all(".tinyml-slider")
+            for index, key in [(0, "End"), (2, "Home"), (4, "Home"), (6, "End")]:
+                sliders[index].query_selector(".noUi-handle").focus()
+                page.keyboard.press(key)
+            page.wait_for_function(
+                "() => { const r = document.querySelector('.tinyml-result .tinyml-reading');"
+                " return r && r.textContent.includes('model_year 82') && r.textContent.includes('mpg 46.6'); }",
+                timeout=15_000)
+            page.wait_for_timeout(300)
+            moved = bars()
+            assert _reading(page)["agree"] == "1"
+            assert [b["name"] for b in moved if b["weight"] >= 600] == [max(moved, key=lambda b: b["p"])["name"]]
+            assert moved != first
+            assert "along model_year" in page.inner_text(".tinyml-plot-caption")
+
+            page.query_selector(".tinyml-widget").scroll_into_view_if_needed()
+            page.query_selector(".tinyml-widget").screenshot(path=str(SCREENSHOT_CLASSES))
+        except Exception:
+            _failure(page, SCREENSHOT_CLASSES)
+            raise
+        finally:
+            browser.close()
+            _stop_kernels(lab["base"])
