@@ -46,6 +46,18 @@ def _signed(value, digits: int = 3) -> str:
     return f"{value:+.{digits}f}"
 
 
+def two_decimals(value: float) -> str:
+    """Two decimals rounded half away from zero, as the board's human line prints them, so a
+    probability of exactly 0.125 reads 0.13 in the notebook and in the Serial Monitor alike
+    (Python's format would print 0.12)."""
+    from decimal import ROUND_HALF_UP, Decimal
+    v = float(value)
+    if not math.isfinite(v):
+        return str(v)
+    text = str(Decimal(v).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+    return text[1:] if text == "-0.00" else text
+
+
 def _fixed(value: float) -> str:
     """A model output readable at any magnitude (labels in thousandths or in millions), and no
     "-0.000"."""
@@ -664,7 +676,7 @@ class PredictResult(_Result):
         from .metrics import top_class
         k, p = top_class(scores)
         name = self.classes[k] if k < len(self.classes) else str(k)
-        return [name, f"{p:.2f}"]
+        return [name, two_decimals(p)]
 
     def _rows(self):
         features, labels = self._headers()

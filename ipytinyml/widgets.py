@@ -316,14 +316,15 @@ class BoardSlider:
         clamped = p.clamped or (False,) * len(p.inputs)
         inputs = ", ".join(f"{name} {v:g}" + (" (clamped)" if c else "")
                            for name, v, c in zip(self.features, p.inputs, clamped))
+        from .views import two_decimals as d2
         board_y, notebook_y = p.board[0], p.notebook[0]
         mark = ('<span style="color:#080">✓ agree</span>' if p.agree
                 else '<span style="color:#b00">✗ differ</span>')
         device = "—" if not math.isfinite(p.device_us) else f"{p.device_us:,.0f} µs"
-        outputs = f"board <b class=\"tinyml-board\">{board_y:.2f}</b> {html.escape(self.label)} · " \
-                  f"notebook <b class=\"tinyml-notebook\">{notebook_y:.2f}</b>"
+        outputs = f"board <b class=\"tinyml-board\">{d2(board_y)}</b> {html.escape(self.label)} · " \
+                  f"notebook <b class=\"tinyml-notebook\">{d2(notebook_y)}</b>"
         for label, b, n in zip(self.labels[1:], p.board[1:], p.notebook[1:]):
-            outputs += f"; board <b>{b:.2f}</b> {html.escape(label)} · notebook <b>{n:.2f}</b>"
+            outputs += f"; board <b>{d2(b)}</b> {html.escape(label)} · notebook <b>{d2(n)}</b>"
         if self.classes:
             outputs = self._class_bars(p)
         return (f'<span class="tinyml-reading" data-input="{p.inputs[0]!r}" '
@@ -336,6 +337,8 @@ class BoardSlider:
         """A classifier's reading: one bar per class, the board's probability (the notebook's
         is the same int8 model; a differing one shows in the mark), the winner in bold."""
         from .metrics import top_class
+        from .plots import COLORS
+        from .views import two_decimals
         board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
         winner, _ = top_class(p.board)
         bars = []
@@ -345,8 +348,8 @@ class BoardSlider:
                         f'style="display:flex;align-items:center;gap:6px;font-weight:{weight}">'
                         f'<span style="width:90px;text-align:right">{html.escape(name)}</span>'
                         f'<span class="tinyml-bar" style="display:inline-block;height:12px;width:'
-                        f'{200 * max(0.0, min(1.0, prob)):.0f}px;background:{"#2a7" if k == winner else "#9bd"}">'
-                        f'</span><span>{prob:.2f}</span></div>')
+                        f'{200 * max(0.0, min(1.0, prob)):.0f}px;background:{COLORS[k % len(COLORS)]};'
+                        f'opacity:{1.0 if k == winner else 0.5}"></span><span>{two_decimals(prob)}</span></div>')
         return "<div>" + "".join(bars) + "</div>"
 
     def set(self, *values) -> None:
@@ -392,14 +395,15 @@ class BoardSlider:
         if p is None:
             return f"{self._where()}: sliders for {', '.join(self.features)} (no reading yet)"
         inputs = ", ".join(f"{name} {v:g}" for name, v in zip(self.features, p.inputs))
+        from .views import two_decimals as d2
         if self.classes:
             from .metrics import top_class
             k, prob = top_class(p.board)
-            answer = f"board {self.classes[k]} ({prob:.2f})"
+            answer = f"board {self.classes[k]} ({d2(prob)})"
             k2, prob2 = top_class(p.notebook)
-            answer += f", notebook {self.classes[k2]} ({prob2:.2f})"
+            answer += f", notebook {self.classes[k2]} ({d2(prob2)})"
         else:
-            answer = "; ".join(f"board {b:.2f} {label}, notebook {n:.2f}"
+            answer = "; ".join(f"board {d2(b)} {label}, notebook {d2(n)}"
                                for label, b, n in zip(self.labels, p.board, p.notebook))
         mark = "✓ agree" if p.agree else "✗ differ"
         return f"{self._where()}: {inputs} → {answer} · {mark}"

@@ -225,3 +225,17 @@ def test_uno_fit_counts_the_class_line():
     plain, with_names = fit.native_footprint(plan), fit.native_footprint(plan, CLASSES["softmax"])
     assert with_names[0] - plain[0] == fit.FLASH_CLASS_LINE + len("Europe Japan USA ")
     assert with_names[1] == plain[1] and fit.native_fit_problem(plan, classes=CLASSES["softmax"]) is None
+
+
+def test_the_notebook_prints_a_probability_as_the_board_does():
+    """Every probability a softmax or sigmoid output can hold (k/256), and its complement,
+    reads the same in the notebook (views.two_decimals on the dequantized float) as in the
+    board's human line (the spec's exact rounding, checked against the board above); the
+    ties 0.125 and 0.625 are where Python's own format would differ."""
+    from ipytinyml.views import two_decimals as notebook
+    for k in range(257):
+        p = float(np.float32(k / 256))
+        assert notebook(p) == two_decimals(Fraction(p)), k
+        assert notebook(1.0 - p) == two_decimals(1 - Fraction(p)), k
+    assert (notebook(0.125), f"{0.125:.2f}") == ("0.13", "0.12")
+    assert notebook(-0.001) == "0.00" and notebook(-0.005) == "-0.01"
