@@ -30,7 +30,7 @@ from fake_model import ref
 
 LINE_MAX = ref.LINE_MAX
 SILENCE = 2 * ref.SILENCE_MS / 1000   # seconds: a pause this long ends the line held
-CHECK = len(b" *0000")
+CHECK = len(b" *000000")
 SEPARATORS = (" ", ",", "\t")
 ENDINGS = (b"\n", b"\r\n", b"\r")
 
