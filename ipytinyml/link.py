@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from .errors import DataError, LinkError
 
-PROTO = 2                # 2: requests carry a check field (*LLCC), see format_request
+PROTO = 2                # 2: requests carry a check field (*LLCCII), see format_request
 BAUDRATE = 115200
 LINE_MAX = 79            # characters per request line, without the '\n'
 RX_WINDOW = 63           # an Uno's Serial RX ring buffer holds 63 bytes
@@ -217,7 +217,7 @@ def format_float32(x: float) -> str:
     return text
 
 
-CHECK_BYTES = len(" *0000")  # what the check field adds to a request line
+CHECK_BYTES = len(" *000000")  # what the check field adds to a request line
 
 
 def crc8(data: bytes) -> int:
@@ -231,14 +231,18 @@ def crc8(data: bytes) -> int:
 
 
 def format_request(rid: int, cmd: str, tokens) -> bytes:
-    """``!<id> <cmd> <tokens...> *LLCC\\n`` as bytes.
+    """``!<id> <cmd> <tokens...> *LLCCII\\n`` as bytes.
 
-    The check field ``*LLCC`` carries the count of the bytes before the ``*``
-    and their CRC-8, both in hex: a board whose receive buffer overflowed
-    answers ``err 9 bad check`` instead of running what was left.
+    The check field ``*LLCCII`` carries the count of the bytes before the
+    ``*``, their CRC-8 and the id modulo 256, all in hex: a board whose
+    receive buffer overflowed answers ``err 9 bad check`` instead of running
+    what was left. The id byte catches a lost line end that glued the start
+    of one request to an end of the same length of the next (the count
+    cannot), provided requests in flight have different ids modulo 256:
+    ours are consecutive.
     """
     head = (f"!{rid} {cmd}" + "".join(" " + t for t in tokens) + " ").encode("ascii")
-    return head + b"*%02x%02x\n" % (len(head), crc8(head))
+    return head + b"*%02x%02x%02x\n" % (len(head), crc8(head), rid % 256)
 
 
 def parse_fields(tokens) -> tuple[tuple, dict]:

@@ -216,7 +216,7 @@ def test_silent_port_times_out_at_open():
         with pytest.raises(LinkError, match=r"no banner and no answer .* within 0\.6 s"):
             Link(sb.path, banner_timeout=0.6, timeout=0.3, probe_after=0.2)
         assert time.monotonic() - t0 < 2
-        assert b"!0 i *0544" in sb.received  # the probe carries its check too
+        assert b"!0 i *054400" in sb.received  # the probe carries its check too
 
 
 def test_other_protocol_version():
@@ -242,12 +242,16 @@ def test_protocol_1_firmware_is_told_to_reflash(how):
 
 
 def test_every_request_carries_its_check(link):
-    """The probe, info and value requests all end with a matching *LLCC, within 63 bytes."""
+    """The probe, info and value requests all end with a matching *LLCCII, within 63 bytes."""
     from ipytinyml.link import CHECK_BYTES, SEND_LIMIT, format_request
 
-    assert CHECK_BYTES == 6
+    assert CHECK_BYTES == 8
     for line in (format_request(0, "i", []), format_request(65535, "p", ["-1.2345678e-30"] * 3)):
         assert ref.strip_check(line.rstrip(b"\n")) is not None
+    # the id byte: the id modulo 256, so that consecutive ids tell glued requests apart
+    assert format_request(0, "i", []) == b"!0 i *054400\n"
+    assert format_request(300, "i", []) == b"!300 i *07b42c\n"
+    assert format_request(65535, "r", ["5"]).endswith(b"ff\n")
     plan = link._plan("p", [-123.456789] * 40)[1]
     sizes = [len(format_request(65535, "p", chunk)) for chunk in plan]
     assert max(sizes) <= SEND_LIMIT and all(len(c) <= link.last_info.max for c in plan)

@@ -225,9 +225,14 @@ def _rows(stage: InputStage = STAGE) -> tuple[list[list[str]], int]:
             row = ["0"] * n
             row[k] = t
             rows.append(row)
-    for _ in range(600):
-        rows.append([rng.choice([t for t in per_feature[k] if len(t) <= 12]) for k in range(n)])
-    return rows, ties
+    # random rows fit a sealed request line with any id: "!65535 p " + row + " *LLCCII"
+    budget = ref.LINE_MAX - len("!65535 p ") - len(" *LLCCII")
+    mixed = []
+    while len(mixed) < 600:
+        row = [rng.choice([t for t in per_feature[k] if len(t) <= 12]) for k in range(n)]
+        if len(" ".join(row)) <= budget:
+            mixed.append(row)
+    return rows + mixed, ties
 
 
 def _expect(row: list[str], stage: InputStage = STAGE) -> list[int] | None:

@@ -200,36 +200,56 @@ def test_every_error_code(exes, line, code, with_id):
 
 
 def test_check_field(exes):
-    """A request runs only with a matching check: missing, wrong count, wrong CRC, no id,
-    glued to the request; either hex case and trailing separators are fine."""
+    """A request runs only with a matching check: missing, wrong count, wrong CRC, wrong
+    id byte, no id, glued to the request; either hex case and trailing separators are fine."""
     m = MODELS["one"]
-    good = seal(b"!9 r 5")                              # b"!9 r 5 *07xx"
-    assert good[:-2] == b"!9 r 5 *07" and ref.crc8(b"123456789") == 0xF4
-    crc = good[-2:]
+    good = seal(b"!9 r 5")                              # b"!9 r 5 *07xx09"
+    assert good[:-4] == b"!9 r 5 *07" and good[-2:] == b"09" and ref.crc8(b"123456789") == 0xF4
+    crc = good[-4:-2]
+
+    def field(body: bytes, ii: int) -> bytes:
+        return body + b"*%02x%02x%02x" % (len(body), ref.crc8(body), ii)
     cases = [
         (good, "@9 ok 5 us=* cyc=*"),
         (good.upper().replace(b"R", b"r"), "@9 ok 5 us=* cyc=*"),
         (good + b" \t,", "@9 ok 5 us=* cyc=*"),
         (b"!9 r 5", "@9 err 9 bad check"),
-        (b"!9 r 5 *08" + crc, "@9 err 9 bad check"),
-        (b"!9 r 5 *07%02x" % (int(crc, 16) ^ 1), "@9 err 9 bad check"),
-        (b"!9 r 5 *07" + crc[:1], "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc, "@9 err 9 bad check"),    # version 2's first field, no id byte
+        (b"!9 r 5 *08" + crc + b"09", "@9 err 9 bad check"),
+        (b"!9 r 5 *07%02x09" % (int(crc, 16) ^ 1), "@9 err 9 bad check"),
         (b"!9 r 5 *07" + crc + b"0", "@9 err 9 bad check"),
-        (b"!9 r 5 07" + crc, "@9 err 9 bad check"),
-        (b"!9 r 5 *7" + crc, "@9 err 9 bad check"),
-        (b"!9 r 5 *0g" + crc, "@9 err 9 bad check"),
-        (b"!x r 5 *07%02x" % ref.crc8(b"!x r 5 "), "#err 4 unknown command"),
-        (b"!9x r 5 *08" + b"%02x" % ref.crc8(b"!9x r 5 "), "#err 4 unknown command"),
-        (b"!9 r 5*06%02x" % ref.crc8(b"!9 r 5"), "@9 ok 5 us=* cyc=*"),
-        (b"*0000", "#err 2 bad number"),                # a human line has no check
-        (b"!*0000", "#err 9 bad check"),
-        (b" !9 i *05%02x" % ref.crc8(b" !9 i "), "@9 err 9 bad check"),  # counts from the start
+        (b"!9 r 5 *07" + crc + b"090", "@9 err 9 bad check"),
+        (b"!9 r 5 07" + crc + b"09", "@9 err 9 bad check"),
+        (b"!9 r 5 *7" + crc + b"09", "@9 err 9 bad check"),
+        (b"!9 r 5 *0g" + crc + b"09", "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc + b"0g", "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc + b"g9", "@9 err 9 bad check"),
+        (b"!9 r 5 *07" + crc + b"9 ", "@9 err 9 bad check"),
+        (field(b"!9 r 5 ", 0x0A), "@9 err 9 bad check"),   # the id byte of 10
+        (field(b"!9 r 5 ", 0x08), "@9 err 9 bad check"),
+        (field(b"!9 r 5 ", 0x90), "@9 err 9 bad check"),   # its digits swapped
+        (field(b"!265 r 5 ", 9), "@265 ok 5 us=* cyc=*"),  # 265 mod 256 is 9
+        (field(b"!265 r 5 ", 0x65), "@265 err 9 bad check"),  # not the decimal digits
+        (field(b"!65535 r 5 ", 0xFF), "@65535 ok 5 us=* cyc=*"),
+        (field(b"!65535 r 5 ", 0xFE), "@65535 err 9 bad check"),
+        (field(b"!0009 r 5 ", 9), "@9 ok 5 us=* cyc=*"),  # leading zeros: the same id
+        (field(b"!x r 5 ", 0), "#err 4 unknown command"),
+        (field(b"!x r 5 ", 1), "#err 9 bad check"),
+        (field(b"!9x r 5 ", 9), "#err 4 unknown command"),
+        (field(b"!9x r 5 ", 8), "#err 9 bad check"),
+        (field(b"!65536 r 5 ", 0), "#err 4 unknown command"),  # malformed: the digits mod 256
+        (field(b"!65536 r 5 ", 1), "#err 9 bad check"),
+        (field(b"!9 r 5", 9), "@9 ok 5 us=* cyc=*"),
+        (b"*000000", "#err 2 bad number"),              # a human line has no check
+        (b"!*000000", "#err 9 bad check"),
+        (field(b"!", 0), "#err 4 unknown command"),
+        (b" !9 i *05%02x09" % ref.crc8(b" !9 i "), "@9 err 9 bad check"),  # counts from the start
     ]
     data = b"".join(line + b"\n" for line, _ in cases)
     lines = check(exes["one"], m, data)
     assert lines[1:] == [want for _, want in cases]
     leading = b" !9 i "
-    leading += b"*%02x%02x" % (len(leading), ref.crc8(leading))
+    leading += b"*%02x%02x09" % (len(leading), ref.crc8(leading))
     assert check(exes["one"], m, leading + b"\n")[1].startswith("@9 ok proto=2")
 
 
@@ -253,6 +273,99 @@ def test_a_lost_byte_anywhere_is_caught(exes, name):
     lines = check(exes[name], m, b"".join(stream) + b"\n")
     assert [x for x in lines[1:] if " ok " in x] == []
     assert len(lines) > 4 * 20
+
+
+# Consecutive ids as Link sends them, where the digits roll over (9 -> 10, ...) and
+# where Link wraps (65535 -> 1), with request shapes of different and equal lengths.
+MERGE_PAIRS = [(9, ("r", 1), 10, ("p", 2)), (99, ("p", 1), 100, ("r", 1)),
+               (255, ("r", 2), 256, ("r", 2)), (999, ("i", 0), 1000, ("p", 1)),
+               (9999, ("r", 1), 10000, ("i", 0)), (65535, ("p", 2), 1, ("r", 3)),
+               (4711, ("r", 3), 4712, ("r", 3)), (41, ("p", 1), 42, ("p", 1))]
+
+
+def _host_request(rid: int, shape, m: FakeModel, rng: random.Random) -> bytes:
+    """A request line (no line end) as Link seals it."""
+    from ipytinyml.link import format_request
+
+    cmd, inferences = shape
+    n = inferences * m.n_in
+    if cmd == "r":
+        toks = [str(rng.choice([v for v in range(-128, 128) if v != m.fail_input]))
+                for _ in range(n)]
+    else:
+        toks = [rng.choice(["130", "1.5", "-2.5", "97.25", "0.001", "1e3", "7"]) for _ in range(n)]
+    return format_request(rid, cmd, toks).rstrip(b"\n")
+
+
+def _merges(a: bytes, b: bytes) -> list[bytes]:
+    """Every a[:i] + b[j:] (a lost the rest of itself and its line end, b lost its start)
+    and every single-byte drop of a and of b."""
+    out = [a[:i] + b[j:] for i in range(len(a) + 1) for j in range(len(b) + 1)]
+    return out + [r[:k] + r[k + 1:] for r in (a, b) for k in range(len(r))]
+
+
+@pytest.mark.parametrize("name", ["one", "multi"])
+def test_every_merge_of_consecutive_requests_is_caught(exes, name):
+    """Exhaustively, for pairs of requests with consecutive ids: every glued line
+    a[:i] + b[j:] and every single drop gets no ok answer, unless it is a or b byte
+    for byte. The board and the spec model agree on every line (check())."""
+    m = MODELS[name]
+    rng = random.Random(7 + m.n_in)
+    lines, originals = [], set()
+    for a_id, a_shape, b_id, b_shape in MERGE_PAIRS:
+        a = _host_request(a_id, a_shape, m, rng)
+        b = _host_request(b_id, b_shape, m, rng)
+        originals |= {a, b}
+        lines += _merges(a, b)
+    assert all(b"\n" not in x and b"\r" not in x for x in lines)
+    got = check(exes[name], m, b"".join(x + b"\n" for x in lines))[1:]
+    assert len(got) == len(lines) > len(MERGE_PAIRS) * 300
+    oks = [(x, g) for x, g in zip(lines, got) if g.startswith("@") and g.split()[1] == "ok"]
+    assert oks and all(x in originals for x, _ in oks), [x for x, _ in oks if x not in originals]
+    assert {x for x, _ in oks} == originals  # every original itself runs
+
+
+def _crc_twins() -> tuple[bytes, bytes, bytes]:
+    """Requests a (id 41) and b (id 42) whose glued line a[:i] + b[i:] has b's count and
+    b's CRC: the count and CRC alone would run it, as request 41 with b's values."""
+    rng = random.Random(1)
+    int8s = [v for v in range(-128, 128) if v != MODELS["one"].fail_input]
+    for _ in range(100_000):
+        a, b = (seal(b"!%d r " % rid + b" ".join(b"%d" % rng.choice(int8s) for _ in range(3)))
+                for rid in (41, 42))
+        for i in range(5, len(b) - 7 if len(a) == len(b) else 0):
+            glued = a[:i] + b[i:]
+            if (glued != b and ref.crc8(glued[:-7]) == ref.crc8(b[:-7])
+                    and " ok " in ref.answer(glued[:-2] + b"29", False, MODELS["one"])):
+                return a, b, glued
+    raise AssertionError("no CRC twins")
+
+
+def test_the_id_byte_catches_what_the_crc_misses(exes):
+    """A glued line that keeps b's count and CRC and would run as request 41 with values
+    of neither request (found by search): its id is a's, b's id byte does not match it,
+    and it is an error."""
+    m = MODELS["one"]
+    a, b, glued = _crc_twins()
+    assert glued[-6:-2] == b[-6:-2] and glued[:4] == b"!41 "
+    assert ref.answer(glued[:-2] + b"29", False, m).startswith("@41 ok")  # with a's id byte
+    lines = check(exes["one"], m, a + b"\n" + b + b"\n" + glued + b"\n")
+    assert lines[1].startswith("@41 ok") and lines[2].startswith("@42 ok")
+    assert lines[3] == "@41 err 9 bad check"
+
+
+def test_merged_ids_never_match_the_id_byte():
+    """The argument of docs/protocol.md, for every pair of ids that differ by one (both
+    orders) and Link's wrap 65535 -> 1: a glued line a[:i] + b[i:] of two info requests
+    with i inside or just past the ids is never an ok answer unless it is b (spec model)."""
+    m = MODELS["one"]
+    pairs = [(k, k + 1) for k in range(65535)] + [(k + 1, k) for k in range(65535)]
+    for a_id, b_id in pairs + [(65535, 1)]:
+        a, b = seal(b"!%d i" % a_id), seal(b"!%d i" % b_id)
+        for i in range(2, len(b"%d" % a_id) + 2):
+            glued = a[:i] + b[i:]
+            if glued != b:
+                assert " ok " not in ref.answer(glued, False, m), (a, b, i)
 
 
 def test_error_codes_multi_input(exes):
@@ -279,7 +392,7 @@ def test_max_values_per_request(exes):
 def test_line_length_boundary(exes):
     m = MODELS["one"]
     body = b"!1 r" + b" 1" * 16
-    exact = seal(body + b" " * (79 - 6 - len(body)))
+    exact = seal(body + b" " * (79 - len(b" *LLCCII") - len(body)))
     assert len(exact) == 79
     lines = check(exes["one"], m, exact + b"\n" + exact + b" \n" + exact + b"\r\n")
     assert lines[1].startswith("@1 ok") and lines[2] == "@1 err 1 line too long"
@@ -575,8 +688,8 @@ def test_uno_sketch_builds_warning_free_and_reports_its_cost(uno):
     assert ram - bare_ram <= 200
     # regression guard; the goal is 3 KB with the model. 4096 before the input pre-stage
     # (per-feature x - mean and divisor, exact float32), which adds 466 bytes here; the
-    # request check (count and CRC-8) and the line-ending silence add 234.
-    assert flash - bare_flash <= 4096 + 470 + 240
+    # request check (count and CRC-8) and the line-ending silence add 234, its id byte (II) 28.
+    assert flash - bare_flash <= 4096 + 470 + 240 + 30
 
 
 @needs_avr

@@ -10,7 +10,9 @@ model inside), run in simavr paced to real time behind a pty, whose RX ring buff
   line and for a sealed request, and ``12`` then ``130`` are two answers, not ``12130``.
 - A burst of sealed requests written much faster than the board drains them: every
   ``@<id> ok`` answer is exactly the answer to request ``<id>``; the requests that lost
-  bytes get an error or no answer, never a wrong one.
+  bytes get an error or no answer, never a wrong one. (Ids are consecutive, so a lost
+  line end that glues the start of one request to an end of the same length of the next
+  is caught by the check's id byte, not only by its CRC: the test is deterministic.)
 """
 from __future__ import annotations
 

@@ -819,21 +819,24 @@ static void answer_info(void)
     put_eol();
 }
 
-/* A request ends with its check "*LLCC" (trailing separators aside): LL the
- * count of the line's bytes before the '*', CC their CRC-8 (polynomial 0x07,
- * initial value 0). Bytes lost to a full RX buffer change the count, so a
- * request that lost any is never run, even when a lost line end glued two
- * requests together; the CRC catches changed bytes. Returns 1 and cuts the
- * check off the line when it matches. */
-static uint8_t strip_check(void)
+/* A request ends with its check "*LLCCII" (trailing separators aside): LL
+ * the count of the line's bytes before the '*', CC their CRC-8 (polynomial
+ * 0x07, initial value 0), II the id's low byte (id: the value of the digits
+ * after the '!', valid or not; they stop at the '*' at the latest). Bytes
+ * lost to a full RX buffer change the count. A lost line end that glues the
+ * start of one request to an end of the same length of the next keeps the
+ * count, but then the id at the start is not the one II names (hosts keep
+ * the ids in flight distinct modulo 256). Returns 1 and cuts the check off
+ * the line when it matches. */
+static uint8_t strip_check(uint8_t id)
 {
     uint8_t n = line_len, crc = 0, i;
     uint16_t want;
     while (n && is_sep(line[n - 1]))
         n--;
-    if (n < 5 || line[n - 5] != '*')
+    if (n < 7 || line[n - 7] != '*')
         return 0;
-    n = (uint8_t)(n - 5);
+    n = (uint8_t)(n - 7);
     for (i = 0; i < n; i++) {
         crc ^= (uint8_t)line[i];
         for (uint8_t b = 0; b < 8; b++)
@@ -841,9 +844,12 @@ static uint8_t strip_check(void)
     }
     /* "| 0x20" takes either case and no other byte: the line is text */
     want = (uint16_t)((uint16_t)n << 8 | crc);
-    for (i = 1; i < 5; i++, want = (uint16_t)(want << 4))
+    for (i = 1; i < 7; i++, want = (uint16_t)(want << 4)) {
+        if (i == 5)
+            want = (uint16_t)id << 8;
         if ((line[n + i] | 0x20) != hex_digit((uint8_t)(want >> 12)))
             return 0;
+    }
     line[n] = 0;
     return 1;
 }
@@ -863,17 +869,19 @@ static void handle_line(void)
         }
     }
 
-    /* a request: "!" and an id 0..65535 (1 to 5 digits) ending the token,
-     * read once the check is off */
+    /* a request: "!" and an id 0..65535 (1 to 5 digits) ending the token.
+     * The digits come first, for the check's II: cutting the check off
+     * cannot change them (its '*' stops them), only whether they end the
+     * token, which is asked after. */
     has_id = 0;
     cur = line;
     if (skip_seps() == '!') {
         cmd = '!';
-        if (!code && !strip_check())
-            code = E_CHECK;
         big_clear();
         for (i = 0; is_digit(*++cur); i++)
             big_mul_add(BIG_R, 10, (uint8_t)(*cur - '0'));
+        if (!code && !strip_check(BIG_R[0]))
+            code = E_CHECK;
         if (i && i <= 5 && !BIG_R[2] && ends_token(*cur)) {
             has_id = 1;
             req_id = (uint16_t)(BIG_R[0] | BIG_R[1] << 8);

@@ -335,10 +335,17 @@ def crc8(data: bytes) -> int:
     return crc
 
 
+def id_byte(request: bytes) -> int:
+    """What the check's II names: the value of the digits right after the request's
+    '!' modulo 256, 0 when there are none (for a valid id, the id modulo 256)."""
+    m = re.match(rb"[ ,\t]*!(\d*)", request)
+    return int(m.group(1)) % 256 if m and m.group(1) else 0
+
+
 def seal(request: bytes) -> bytes:
-    """A request with its check field: ``request + b" *LLCC"`` (no line end)."""
+    """A request with its check field: ``request + b" *LLCCII"`` (no line end)."""
     covered = request + b" "
-    return covered + b"*%02x%02x" % (len(covered), crc8(covered))
+    return covered + b"*%02x%02x%02x" % (len(covered), crc8(covered), id_byte(covered))
 
 
 def seal_lines(data: bytes) -> bytes:
@@ -349,12 +356,16 @@ def seal_lines(data: bytes) -> bytes:
 
 
 def strip_check(line: bytes) -> bytes | None:
-    """The request without its check field, or None if the field is missing or wrong."""
-    m = re.fullmatch(rb"(.*)\*([0-9a-fA-F]{2})([0-9a-fA-F]{2})", line.rstrip(SEPS), re.S)
+    """The request without its check field, or None if the field is missing or wrong
+    (count, CRC, or the id byte II)."""
+    m = re.fullmatch(rb"(.*)\*([0-9a-fA-F]{2})([0-9a-fA-F]{2})([0-9a-fA-F]{2})",
+                     line.rstrip(SEPS), re.S)
     if not m:
         return None
     covered = m.group(1)
     if int(m.group(2), 16) != len(covered) or int(m.group(3), 16) != crc8(covered):
+        return None
+    if int(m.group(4), 16) != id_byte(covered):
         return None
     return covered
 

@@ -30,7 +30,7 @@ from fake_model import ref
 
 LINE_MAX = ref.LINE_MAX
 SILENCE = 2 * ref.SILENCE_MS / 1000   # seconds: a pause this long ends the line held
-CHECK = len(b" *0000")
+CHECK = len(b" *000000")
 SEPARATORS = (" ", ",", "\t")
 ENDINGS = (b"\n", b"\r\n", b"\r")
 
@@ -346,9 +346,20 @@ class Fuzzer:
 
     def glued(self) -> tuple[str, bytes]:
         """Two requests without a separator between value and next command, and similar;
-        two sealed requests merged (a lost line end)."""
-        if self.rng.random() < 0.3:
+        two sealed requests merged (a lost line end), whole or as the start of one and an
+        end of the next with consecutive ids (as Link sends them), often of the same
+        length, which keeps the count and leaves the check's id byte to catch it."""
+        r = self.rng.random()
+        if r < 0.2:
             return "glued", self.seal(f"!{self.rid()} r 1") + self.seal(f"!{self.rid()} i")
+        if r < 0.6:
+            rid = self.rng.choice((self.rng.randint(0, 65534), self.rng.randint(0, 99),
+                                   self.rng.choice((9, 99, 255, 999, 9999))))
+            a, b = (ref.seal(self.values_line(self.int8_token, f"!{k} r").encode())
+                    for k in (rid, rid + 1))
+            i = self.rng.randint(0, len(a))
+            j = i if self.rng.random() < 0.7 else self.rng.randint(0, len(b))
+            return "glued", a[:i] + b[j:]
         return "glued", self.rng.choice((
             f"!{self.rid()} r 1!{self.rid()} r 2", f"!{self.rid()} p 1 p 2", "130!1 i",
             f"!{self.rid()} i!{self.rid()} i", "!!1 i", "!1 r 1 - 2", "!1 r - 1", "!1 p 1 e5",
