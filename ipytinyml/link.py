@@ -284,6 +284,14 @@ def dequantize(q: int, scale: float, zero_point: int) -> float:
     return struct.unpack("<f", struct.pack("<f", scale * (q - zero_point)))[0]
 
 
+def class_index(scores, scale: float, zero_point: int) -> int:
+    """The class ``metrics.top_class`` picks for one inference's int8 scores (numpy-free
+    here): the first highest score, or for one sigmoid output whether p > 0.5."""
+    if len(scores) == 1:
+        return int(dequantize(scores[0], scale, zero_point) > 0.5)
+    return max(range(len(scores)), key=lambda k: (scores[k], -k))
+
+
 def quantize(x: float, scale: float, zero_point: int) -> int:
     """TFLite QUANTIZE float -> int8, exactly as the board does it.
 
@@ -789,12 +797,24 @@ class Link:
             except ValueError as exc:
                 raise LinkError(f"garbled timing in an answer from {self.port}: {ans.fields}") \
                     from exc
+            if "class" in ans.fields:
+                self._check_classes(ans)
             outputs.extend(ans.values)
         inferences = n_tokens // info.n_in
         self._answer_bytes = (rx, len(chunks), len(outputs))
         return outputs, Timing(device_us=us, cycles=cycles if have_cycles else None,
                                inferences=inferences, requests=len(chunks),
                                host_s=time.monotonic() - start, tx_bytes=tx, rx_bytes=rx)
+
+    def _check_classes(self, ans: Answer) -> None:
+        """A classifier's board names each inference's class (``class=``); it must be the
+        class its own scores give by the notebook's rule, or the firmware is not ours."""
+        info = self._info
+        rows = self._rows(list(ans.values), info.n_out)
+        want = ",".join(str(class_index(r, info.output_scale, info.output_zero_point)) for r in rows)
+        if ans.fields["class"] != want:
+            raise LinkError(f"the board on {self.port} names class(es) {ans.fields['class']} for "
+                            f"scores whose class is {want}; re-flash it (%tinyml_flash)")
 
     def _rows(self, flat: list, n: int) -> list[list]:
         return [flat[k:k + n] for k in range(0, len(flat), n)]

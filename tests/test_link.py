@@ -621,3 +621,31 @@ def test_long_info_answer_of_many_inputs_is_not_garbage():
     with sb, Link(sb.path, banner_timeout=1, probe_after=0.05) as lk:
         info = lk.last_info
         assert info.n_in == 200 and info.input_mean == wide.stage.mean and info.input_div == wide.stage.div
+
+
+@pytest.mark.parametrize("named, ok", [("1", True), ("0", False), ("2", False)])
+def test_a_classifier_board_must_name_the_class_of_its_scores(named, ok):
+    """A classifier's answer carries ``class=``: the link accepts it only when it is the
+    class the scores themselves give (the first highest; here scores 4 9 9 -> class 1)."""
+    model = FakeModel(n_out=3, classes=("a", "b", "c"))
+    sb = ScriptedBoard(info_responder(model, extra=lambda line: f"@1 ok 4 9 9 class={named} us=3\r\n".encode()))
+    with sb, Link(sb.path, banner_timeout=1, probe_after=0.05, timeout=1) as lk:
+        if ok:
+            assert lk.predict_raw([1]).raw == [[4, 9, 9]]
+        else:
+            with pytest.raises(LinkError, match=f"names class\\(es\\) {named} for scores whose class is 1"):
+                lk.predict_raw([1])
+
+
+def test_class_index_is_the_notebook_rule():
+    """The link's numpy-free rule against metrics.top_class on the dequantized scores: every
+    int8 value of a sigmoid output, and softmax rows with ties."""
+    from ipytinyml.metrics import top_class
+    scale, zp = 1 / 256, -128
+    for q in range(-128, 128):
+        assert linkmod.class_index([q], scale, zp) == top_class([linkmod.dequantize(q, scale, zp)])[0]
+    rng = random.Random(5)
+    for _ in range(2000):
+        row = [rng.randint(-3, 3) for _ in range(rng.randint(2, 6))]
+        deq = [linkmod.dequantize(q, scale, zp) for q in row]
+        assert linkmod.class_index(row, scale, zp) == top_class(deq)[0], row

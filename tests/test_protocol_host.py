@@ -127,8 +127,13 @@ def test_class_line_names_the_first_highest_score(exes):
     assert lines[6] == "x 4 -3 4 -> origin: Europe (0.52) (* us)"
     # 32/256 = 0.125 exactly: rounded half away from zero, 0.13
     assert lines[7] == "x 0 1 0 -96 -100 -97 -> origin: Japan (0.50), Europe (0.13) (* us)"
-    # requests still answer the int8 scores: the host decides the class itself
-    assert check(exes["softmax"], MODELS["softmax"], ref.seal(b"!1 r 5 5 3") + b"\n")[1] == "@1 ok 5 5 3 us=* cyc=*"
+    # requests answer the int8 scores and, by the same rule, each inference's class index
+    requests = b"".join(ref.seal(r) + b"\n" for r in (b"!1 r 5 5 3", b"!2 r 3 5 5 1 2 3 -128 -128 -128",
+                                                      b"!3 p 0 1 0 -96 -100 -97"))
+    lines = check(exes["softmax"], MODELS["softmax"], requests)
+    assert lines[1:] == ["@1 ok 5 5 3 class=0 us=* cyc=*",
+                         "@2 ok 3 5 5 1 2 3 -128 -128 -128 class=1,2,0 us=* cyc=*",
+                         "@3 ok 0 1 0 -96 -100 -97 class=1,0 us=* cyc=*"]
 
 
 def test_class_line_sigmoid_threshold(exes):
@@ -150,6 +155,15 @@ def test_class_line_sigmoid_threshold(exes):
     data = b"".join((" ".join(str(q) for q in range(lo, lo + 16)) + "\n").encode()
                     for lo in range(-128, 128, 16))
     assert sum(line.count("True") for line in check(exes["sigmoid"], m, data)) == 127
+    requests = b"".join(ref.seal(b"!%d r " % (lo + 129) + " ".join(map(str, range(lo, lo + 8))).encode()) + b"\n"
+                        for lo in range(-128, 128, 8))  # 8 a request: 16 would pass 79 characters
+    answers = check(exes["sigmoid"], m, requests)
+    decided = {}
+    for a in answers[1:]:
+        if " ok " in a:  # the fake model fails one input on purpose (error 8)
+            values = [int(t) for t in a.split()[2:] if "=" not in t]
+            decided.update(zip(values, map(int, a.split("class=")[1].split()[0].split(","))))
+    assert len(decided) == 248 and all(c == int(q >= 1) for q, c in decided.items())
 
 
 def test_class_names_are_escaped_and_printable(exes):

@@ -38,7 +38,7 @@
  *   two decimals (rounded half away from zero). For a classifier (the model
  *   header defines TINYML_CLASS_NAMES) it prints the winning class and its
  *   probability instead, decided on the int8 scores by integer comparisons
- *   that codegen derived from the notebook's rule (put_class()).
+ *   that codegen derived from the notebook's rule (class_of()); requests answer the class index too, "class=".
  */
 #define TINYML_PORT_IMPLEMENTATION 1
 #include "tinyml_protocol.h"
@@ -265,26 +265,35 @@ static void put_scaled(int16_t k)
 }
 
 #ifdef TINYML_CLASS_NAMES
-/* " <class> (<probability>)" for the int8 scores y of one inference, decided
- * as the notebook's top_class() decides on the dequantized scores: the first
- * highest score (dequantization is increasing, so comparing int8 is the
- * same), or for one sigmoid output p > 0.5, which codegen turned into
- * q >= TINYML_CLASS_MIN_Q. Class 0's probability is then 1 - p. */
-static void put_class(const int8_t *y)
+/* The class of the int8 scores y of one inference, decided as the notebook's
+ * top_class() decides on the dequantized scores: the first highest score
+ * (dequantization is increasing, so comparing int8 is the same), or for one
+ * sigmoid output p > 0.5, which codegen turned into q >= TINYML_CLASS_MIN_Q. */
+static uint8_t class_of(const int8_t *y)
 {
-    const char *name = class_names;
-    uint8_t c = 0;
-    int16_t k = (int16_t)(y[0] - (TINYML_OUTPUT_ZERO_POINT));
 #if N_OUT == 1
-    if (y[0] >= (TINYML_CLASS_MIN_Q))
-        c = 1;
-    else
-        k = (int16_t)((TINYML_CLASS_ONE_K) - k);
+    return y[0] >= (TINYML_CLASS_MIN_Q);
 #else
+    uint8_t c = 0;
     for (uint8_t i = 1; i < N_OUT; i++)
         if (y[i] > y[c])
             c = i;
-    k = (int16_t)(y[c] - (TINYML_OUTPUT_ZERO_POINT));
+    return c;
+#endif
+}
+
+/* " <class> (<probability>)" for the int8 scores y of one inference; a
+ * sigmoid's class 0 has probability 1 - p. */
+static void put_class(const int8_t *y)
+{
+    const char *name = class_names;
+    uint8_t c = class_of(y);
+#if N_OUT == 1
+    int16_t k = (int16_t)(y[0] - (TINYML_OUTPUT_ZERO_POINT));
+    if (!c)
+        k = (int16_t)((TINYML_CLASS_ONE_K) - k);
+#else
+    int16_t k = (int16_t)(y[c] - (TINYML_OUTPUT_ZERO_POINT));
 #endif
     for (uint8_t i = c; i; i--)
         while (TINYML_FLASH_BYTE(name++) != 0) {
@@ -776,6 +785,14 @@ static uint8_t run_values(char cmd)
             put_c(' ');
             put_i(out_q[k]);
         }
+#ifdef TINYML_CLASS_NAMES
+        PUT(" class=");
+        for (k = 0; k < o; k = (uint8_t)(k + N_OUT)) {
+            if (k)
+                put_c(',');
+            put_u(class_of(out_q + k));
+        }
+#endif
     } else {
         put_human_outputs(o);
     }

@@ -280,6 +280,14 @@ def two_decimals(x: Fraction) -> str:
     return f"{'-' if x < 0 and n else ''}{n // 100}.{n % 100:02d}"
 
 
+def class_index(scores: list[int], model: FakeModel) -> int:
+    """The class the notebook's rule (ipytinyml.metrics.top_class) picks for one inference's
+    int8 scores, on the float32 dequantized scores."""
+    from ipytinyml.metrics import top_class
+    from ipytinyml.quant import dequantize
+    return top_class(dequantize(scores, model.output_quant))[0]
+
+
 def class_answer(scores: list[int], model: FakeModel) -> str:
     """One inference of a classifier's human answer, "<class> (<p>)", decided by the
     notebook's own rule (ipytinyml.metrics.top_class) on the float32 dequantized scores."""
@@ -434,7 +442,11 @@ def answer(line: bytes, overflow: bool, model: FakeModel) -> str:
             return err(8)
         outs += y
     if cmd is not None:
-        text = f"@{rid} ok" + "".join(f" {o}" for o in outs) + " us=*"
+        text = f"@{rid} ok" + "".join(f" {o}" for o in outs)
+        if model.classes:
+            text += " class=" + ",".join(str(class_index(outs[i:i + model.n_out], model))
+                                         for i in range(0, len(outs), model.n_out))
+        text += " us=*"
         return text + (" cyc=*" if model.cycles else "")
     if model.classes:
         shown = ", ".join(class_answer(outs[i:i + model.n_out], model)
