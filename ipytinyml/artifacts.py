@@ -162,3 +162,21 @@ def tflite_file(folder: Path, variant: str) -> Path:
         raise TinyMLError(f"the {variant} model of {folder.name!r} is older than its last training; "
                           "run %tinyml_quantize again")
     return path
+
+
+def model_classes(name: str, root) -> list | None:
+    """A classifier's class names saved with a model; None for a regression or when unknown."""
+    try:
+        return read_report(model_dir(root, name)).get("data", {}).get("classes")
+    except TinyMLError:
+        return None
+
+
+def model_columns(name: str, root) -> tuple[list, list]:
+    """(feature names, label names) saved with a model; empty lists when unknown."""
+    try:
+        data = read_report(model_dir(root, name)).get("data", {})
+    except TinyMLError:
+        return [], []
+    labels = data.get("labels") or ([data["label"]] if data.get("label") else [])
+    return list(data.get("features", [])), list(labels)

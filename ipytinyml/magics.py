@@ -202,7 +202,7 @@ class TinyMLMagics(Magics):
                     pass
 
     def _progress(self, title: str):
-        from .views import Progress
+        from .progress import Progress
         return Progress(title, enabled=self.verbose)
 
     def _data(self, name: str):
@@ -339,11 +339,13 @@ Examples
             return None
         args = parse_line(self.tinyml_train, line)
         from . import api
-        from .views import TrainResult, native_stderr_quieted, trained_fit_png
+        from .fitplot import trained_fit_png
+        from .quiet import fd2_diverted
+        from .views import TrainResult
 
         features, labels = _columns(args.features), _columns(args.label)
         data = self._data(args.data)
-        with native_stderr_quieted():  # TensorFlow's C++ start-up chatter
+        with fd2_diverted():  # TensorFlow's C++ start-up chatter
             model = self._run_body(cell) if cell and cell.strip() else None
             with self._progress(f"training {args.name}") as bar:
                 report = api.train(data=data, features=features, label=labels,
@@ -394,7 +396,8 @@ Examples
             return None
         args = parse_line(self.tinyml_quantize, line)
         from . import api
-        from .views import QuantizeResult, native_stderr_quieted
+        from .quiet import fd2_diverted
+        from .views import QuantizeResult
 
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         for v in variants:
@@ -403,7 +406,7 @@ Examples
                 raise TinyMLError(f"unknown variant {v!r}", hint=f"did you mean {close[0]!r}?" if close
                                   else f"choose from {', '.join(VARIANTS)}")
         name = api.resolve_name(args.name, self.root)
-        with native_stderr_quieted(), self._progress(f"quantizing {name}") as bar:
+        with fd2_diverted(), self._progress(f"quantizing {name}") as bar:
             report = api.quantize(name=name, root=self.root, variants=variants,
                                   per_channel=args.per_channel, int8_io=args.int8_io,
                                   progress=bar.stage)
@@ -531,7 +534,8 @@ Examples
             print(self.tinyml_predict.__doc__)
             return None
         args = parse_line(self.tinyml_predict, line)
-        from .views import EvaluateResult, PredictResult, model_classes, model_columns
+        from .artifacts import model_classes, model_columns
+        from .views import EvaluateResult, PredictResult
         from .widgets import BoardSlider, board_lock
 
         chosen = [bool(args.values), args.test, args.widget]

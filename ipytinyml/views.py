@@ -1,311 +1,19 @@
-"""What the magics show: live progress lines and result objects.
+"""What the magics return: result objects.
 
 Every result object has a plain-text form (``__repr__``, for terminals and
-logs), an HTML form (``_repr_html_``, for notebooks) and ``to_dict()``; the
-magics return them, so ``r = %tinyml_quantize`` keeps the numbers.
-
-``Progress`` is a one-line display updated in place with
-``display(..., display_id=True)`` in a Jupyter kernel (nbclient records the
-updates too); in a terminal it prints its final state once. Nothing here
-imports TensorFlow except ``fit_plot_png``, which the training magic calls
-after training, when TensorFlow is loaded anyway.
+logs), an HTML form (``_repr_html_``, for notebooks), ``to_dict()`` and
+``to_frame()``; the magics return them, so ``r = %tinyml_quantize`` keeps the
+numbers. Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
-import math
-import time
-from dataclasses import dataclass, field
 
-__all__ = ["Progress", "TrainResult", "QuantizeResult", "FlashResult", "PredictResult",
-           "EvaluateResult", "fit_plot_png", "text_table", "html_table"]
+from .textfmt import (CSS_PREFIX, as_dict, box, byte_count, confusion_rows, duration, fixed, html_table,
+                      micros, number, pairs_html, pairs_text, signed, text_table, two_decimals)
 
-CSS_PREFIX = "tinyml"
-
-
-# -- small formatting helpers -------------------------------------------------------------------
-def _num(value, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "—"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return f"{value:.{digits}f}"
-
-
-def _bytes(value) -> str:
-    return "—" if value is None else f"{int(value):,} B"
-
-
-def _signed(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:+.{digits}f}"
-
-
-def two_decimals(value: float) -> str:
-    """Two decimals rounded half away from zero, as the board's human line prints them, so a
-    probability of exactly 0.125 reads 0.13 in the notebook and in the Serial Monitor alike
-    (Python's format would print 0.12)."""
-    from decimal import ROUND_HALF_UP, Decimal
-    v = float(value)
-    if not math.isfinite(v):
-        return str(v)
-    text = str(Decimal(v).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
-    return text[1:] if text == "-0.00" else text
-
-
-def _fixed(value: float) -> str:
-    """A model output readable at any magnitude (labels in thousandths or in millions), and no
-    "-0.000"."""
-    v = float(value)
-    if abs(v) >= 1e4:
-        text = f"{v:,.0f}"
-    elif v != 0 and abs(v) < 0.01:
-        text = f"{v:.3g}"
-    else:
-        text = f"{v:.3f}"
-    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
-
-
-def confusion_rows(classes, matrix) -> tuple[list[str], list[list[str]]]:
-    """A confusion matrix as table headers and rows: true class down, predicted across."""
-    headers = ["true \\ predicted", *classes]
-    return headers, [[name, *(f"{int(v):,}" for v in row)] for name, row in zip(classes, matrix)]
-
-
-def _us(value) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:,.0f} µs" if value >= 10 else f"{value:.1f} µs"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    return f"{seconds:.1f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
-
-
-def text_table(headers, rows, align=None) -> str:
-    """A plain-text table; ``align`` is a string of 'l'/'r' per column (default: first left)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    align = align or ("l" + "r" * (len(headers) - 1))
-    lines = []
-    for n, row in enumerate(cells):
-        parts = [c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(row, widths, align)]
-        lines.append("  ".join(parts).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def html_table(headers, rows, align=None, css: str = "") -> str:
-    align = align or ("l" + "r" * (len(headers) - 1))
-    style = {"l": "text-align:left", "r": "text-align:right"}
-    head = "".join(f'<th style="{style[a]}">{html.escape(str(h))}</th>' for h, a in zip(headers, align))
-    body = "".join(
-        "<tr>" + "".join(f'<td style="{style[a]}">{html.escape(str(c))}</td>' for c, a in zip(row, align))
-        + "</tr>" for row in rows)
-    return (f'<table class="{CSS_PREFIX}-table {css}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>")
-
-
-def _box(title: str, inner: str, css: str) -> str:
-    return (f'<div class="{CSS_PREFIX}-result {css}">'
-            f"<div><b>{html.escape(title)}</b></div>{inner}</div>")
-
-
-def _kv_html(pairs) -> str:
-    rows = "".join(f'<tr><td style="text-align:left">{html.escape(k)}</td>'
-                   f'<td style="text-align:left">{html.escape(v)}</td></tr>' for k, v in pairs)
-    return f'<table class="{CSS_PREFIX}-table">{rows}</table>'
-
-
-def _kv_text(pairs, indent: str = "  ") -> str:
-    width = max((len(k) for k, _ in pairs), default=0)
-    return "\n".join(f"{indent}{k.ljust(width)}  {v}" for k, v in pairs)
-
-
-def as_dict(obj) -> dict:
-    """A mapping view of an info/build object (dict, dataclass, namedtuple or plain object)."""
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return dict(obj)
-    if hasattr(obj, "to_dict"):
-        return dict(obj.to_dict())
-    if hasattr(obj, "_asdict"):
-        return dict(obj._asdict())
-    import dataclasses
-    if dataclasses.is_dataclass(obj):
-        return dataclasses.asdict(obj)
-    if hasattr(obj, "__dict__"):
-        return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-    return {"value": obj}
-
-
-# -- native output ----------------------------------------------------------------------------------
-def native_stderr_quieted():
-    """Divert file descriptor 2 while TensorFlow loads and trains (``quiet.fd2_diverted``).
-
-    TensorFlow's C++ start-up logging (absl, oneDNN, CUDA probes) ignores
-    ``TF_CPP_MIN_LOG_LEVEL`` and would land in the cell's output. Python-level
-    ``sys.stderr`` in a kernel is not fd 2 and is unaffected.
-    """
-    from .quiet import fd2_diverted
-    return fd2_diverted()
-
-
-# -- live progress ------------------------------------------------------------------------------
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover
-        return False
-    shell = get_ipython()
-    return getattr(shell, "kernel", None) is not None
-
-
-@dataclass
-class _ProgressState:
-    title: str
-    done: float | None = None
-    total: float | None = None
-    text: str = ""
-    stages: list = field(default_factory=list)  # [(name, seconds or None while running)]
-    finished: bool = False
-    failed: bool = False
-
-    def _stage_text(self, for_html: bool) -> str:
-        parts = []
-        for name, seconds in self.stages:
-            if seconds is None:
-                mark = "…" if not self.failed else "✗"
-                parts.append(f"{name} {mark}")
-            else:
-                parts.append(f"{name} ✓ {seconds:.1f} s")
-        return " · ".join(parts)
-
-    def __repr__(self) -> str:
-        line = f"{self.title}:"
-        if self.total:
-            frac = min(1.0, max(0.0, (self.done or 0) / self.total))
-            bar = "#" * int(round(frac * 20))
-            line += f" [{bar.ljust(20)}] {int(self.done or 0)}/{int(self.total)}"
-        if self.stages:
-            line += " " + self._stage_text(False)
-        if self.text:
-            line += f" {self.text}"
-        return line
-
-    def _repr_html_(self) -> str:
-        css = f"{CSS_PREFIX}-progress" + (" done" if self.finished else "") + (" failed" if self.failed else "")
-        parts = [f"<b>{html.escape(self.title)}</b>"]
-        if self.total:
-            parts.append(f'<progress value="{self.done or 0:g}" max="{self.total:g}" '
-                         'style="width:14em;vertical-align:middle"></progress>'
-                         f" {int(self.done or 0)}/{int(self.total)}")
-        if self.stages:
-            parts.append(html.escape(self._stage_text(True)))
-        if self.text:
-            parts.append(html.escape(self.text))
-        return f'<div class="{css}" style="font-family:monospace">{" ".join(parts)}</div>'
-
-
-class Progress:
-    """A one-line progress display.
-
-    In a Jupyter kernel it is shown once and updated in place (at most every
-    ``interval`` seconds, and always at the end); in a terminal it prints only
-    its final state. ``enabled=False`` shows nothing.
-    """
-
-    def __init__(self, title: str, *, enabled: bool = True, live: bool | None = None,
-                 interval: float = 0.1):
-        self.state = _ProgressState(title)
-        self.enabled = enabled
-        self.live = _in_kernel() if live is None else live
-        self.interval = interval
-        self._handle = None
-        self._last = 0.0
-        self._stage_start = None
-        self.started = time.perf_counter()
-
-    # updates
-    def update(self, done=None, total=None, text: str | None = None) -> None:
-        if done is not None:
-            self.state.done = done
-        if total is not None:
-            self.state.total = total
-        if text is not None:
-            self.state.text = text
-        self._show()
-
-    def stage(self, name: str) -> None:
-        """Start a named stage; the previous one is marked done with its duration."""
-        self._close_stage()
-        self.state.stages.append((str(name), None))
-        self._stage_start = time.perf_counter()
-        self._show(force=True)
-
-    def _close_stage(self) -> None:
-        if self.state.stages and self.state.stages[-1][1] is None and self._stage_start is not None:
-            name, _ = self.state.stages[-1]
-            self.state.stages[-1] = (name, time.perf_counter() - self._stage_start)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def stage_times(self) -> dict:
-        return {name: seconds for name, seconds in self.state.stages}
-
-    def finish(self, text: str | None = None, *, failed: bool = False) -> None:
-        """The final state: done (shown), or failed (shown only if something was shown before;
-        the error line itself says what went wrong)."""
-        if failed and self._handle is None:
-            self.state.failed = self.state.finished = True
-            return
-        if not failed:
-            self._close_stage()
-            if self.state.total:
-                self.state.done = self.state.total
-        self.state.failed = failed
-        self.state.finished = True
-        if text is not None:
-            self.state.text = text
-        self._show(force=True, final=True)
-
-    # display
-    def _show(self, force: bool = False, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        if not self.live:
-            if final:
-                from IPython.display import display
-                display(self.state)
-            return
-        now = time.perf_counter()
-        if not force and self._handle is not None and now - self._last < self.interval:
-            return
-        self._last = now
-        from IPython.display import display
-        snapshot = _ProgressState(**{**vars(self.state), "stages": list(self.state.stages)})
-        if self._handle is None:
-            self._handle = display(snapshot, display_id=True)
-        else:
-            self._handle.update(snapshot)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None and not self.state.finished:
-            self.finish(f"failed after {_duration(self.elapsed)}", failed=True)
+__all__ = ["TrainResult", "QuantizeResult", "FlashResult", "PredictResult", "EvaluateResult"]
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -355,35 +63,35 @@ class TrainResult(_Result):
     def _title(self) -> str:
         d = self.data
         model = "your model" if self.custom_model else "the default model"
-        when = f", {_duration(self.seconds)}" if self.seconds is not None else ""
+        when = f", {duration(self.seconds)}" if self.seconds is not None else ""
         epochs = f"{self.epochs} epochs, " if self.epochs else ""
         return (f"Trained {self.name}: {', '.join(d.get('features', []))} -> {d.get('label', '?')} "
                 f"on {d.get('source', '?')} with {model} ({epochs}seed {d.get('seed', 0)}{when})")
 
     def _pairs(self):
         d = self.data
-        pairs = [("train rows", _num(d.get("n_train"))), ("test rows", _num(d.get("n_test")))]
+        pairs = [("train rows", number(d.get("n_train"))), ("test rows", number(d.get("n_test")))]
         if d.get("n_dropped"):
-            pairs.append(("rows left out", f"{_num(d['n_dropped'])} (a missing feature value)"))
+            pairs.append(("rows left out", f"{number(d['n_dropped'])} (a missing feature value)"))
         if self.accuracy is not None:
             pairs += [("classes", ", ".join(d.get("classes", []))),
                       ("test accuracy", f"{self.accuracy:.3f}")]
         else:
-            pairs.append(("test MAE", f"{_fixed(self.mae)} {d.get('label', '')}".rstrip()))
+            pairs.append(("test MAE", f"{fixed(self.mae)} {d.get('label', '')}".rstrip()))
         if d.get("constant_features"):
             pairs.append(("constant (ignored)", ", ".join(d["constant_features"])))
         return pairs
 
     def __repr__(self) -> str:
-        return self._title() + "\n" + _kv_text(self._pairs())
+        return self._title() + "\n" + pairs_text(self._pairs())
 
     def _repr_html_(self) -> str:
-        inner = _kv_html(self._pairs())
+        inner = pairs_html(self._pairs())
         if self.plot_png:
             data = base64.b64encode(self.plot_png).decode("ascii")
             inner += (f'<img class="{CSS_PREFIX}-plot" alt="test data and the model\'s fit" '
                       f'src="data:image/png;base64,{data}"/>')
-        return _box(self._title(), inner, self.css)
+        return box(self._title(), inner, self.css)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "data": dict(self.data), "mae": self.mae, "accuracy": self.accuracy,
@@ -443,8 +151,8 @@ class QuantizeResult(_Result):
                     ", int8 I/O" if entry.get("int8_io") else ", float I/O")
             elif variant == "keras":
                 detail = "trained model (reference)"
-            rows.append((variant, _bytes(entry.get("bytes")) if "bytes" in entry else "—",
-                         f"{value:.3f}", _signed(delta) if delta is not None else "", detail))
+            rows.append((variant, byte_count(entry.get("bytes")) if "bytes" in entry else "—",
+                         f"{value:.3f}", signed(delta) if delta is not None else "", detail))
         metric = "test accuracy" if self.classifier else (f"test MAE ({label})" if label else "test MAE")
         headers = ("variant", "size", metric, "vs float32", "")
         return headers, rows
@@ -494,7 +202,7 @@ class QuantizeResult(_Result):
 
     def __repr__(self) -> str:
         headers, rows = self._rows()
-        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        when = f" ({duration(self.seconds)})" if self.seconds is not None else ""
         out = [f"Quantized {self.name}{when}\n" + text_table(headers, rows, "lrrrl"), *self._notes()]
         confusion = self._confusion()
         if confusion:
@@ -503,7 +211,7 @@ class QuantizeResult(_Result):
 
     def _repr_html_(self) -> str:
         headers, rows = self._rows()
-        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        when = f" ({duration(self.seconds)})" if self.seconds is not None else ""
         inner = html_table(headers, rows, "lrrrl")
         for note in self._notes():
             inner += f'<div class="{CSS_PREFIX}-summary">{html.escape(note)}</div>'
@@ -511,7 +219,7 @@ class QuantizeResult(_Result):
         if confusion:
             inner += (f'<div class="{CSS_PREFIX}-summary">int8 confusion matrix (test set)</div>'
                       + html_table(*confusion, "l" + "r" * len(confusion[1])))
-        return _box(f"Quantized {self.name}{when}", inner, self.css)
+        return box(f"Quantized {self.name}{when}", inner, self.css)
 
     def to_frame(self):
         """One row per variant: size, test metric, difference to float32 (a pandas DataFrame)."""
@@ -558,12 +266,12 @@ def _build_pairs(build) -> list:
     flash, flash_max = pick("flash", "flash_bytes", "program_bytes"), pick("flash_max", "flash_total", "program_max")
     ram, ram_max = pick("ram", "ram_bytes", "data_bytes"), pick("ram_max", "ram_total", "data_max")
     if flash is not None:
-        pairs.append(("flash used", _bytes(flash) + (f" of {int(flash_max):,}" if flash_max else "")))
+        pairs.append(("flash used", byte_count(flash) + (f" of {int(flash_max):,}" if flash_max else "")))
     if ram is not None:
-        pairs.append(("RAM used", _bytes(ram) + (f" of {int(ram_max):,}" if ram_max else "")))
+        pairs.append(("RAM used", byte_count(ram) + (f" of {int(ram_max):,}" if ram_max else "")))
     for key in ("flash_over_bare", "flash_model", "ram_over_bare", "ram_model"):
         if b.get(key) is not None:
-            pairs.append((key.replace("_", " "), _bytes(b[key])))
+            pairs.append((key.replace("_", " "), byte_count(b[key])))
     if b.get("fqbn"):
         pairs.append(("built for", str(b["fqbn"])))
     if b.get("cached") is not None:
@@ -614,7 +322,7 @@ class FlashResult(_Result):
 
     def _title(self) -> str:
         where = f" on {self.board.port}" if getattr(self.board, "port", None) else ""
-        when = f" in {_duration(self.seconds)}" if self.seconds is not None else ""
+        when = f" in {duration(self.seconds)}" if self.seconds is not None else ""
         return f"{self.board.name} runs on {_board_description(self.board.kind)}{where}{when}"
 
     def _pairs(self):
@@ -626,14 +334,14 @@ class FlashResult(_Result):
         if self.note:
             out = f"{self.note}\n{out}"
         pairs = self._pairs()
-        return out + ("\n" + _kv_text(pairs) if pairs else "")
+        return out + ("\n" + pairs_text(pairs) if pairs else "")
 
     def _repr_html_(self) -> str:
         inner = ""
         if self.note:
             inner += f'<div class="{CSS_PREFIX}-note">{html.escape(self.note)}</div>'
-        inner += _kv_html(self._pairs())
-        return _box(self._title(), inner, self.css)
+        inner += pairs_html(self._pairs())
+        return box(self._title(), inner, self.css)
 
     def to_dict(self) -> dict:
         return {"name": self.board.name, "board": self.board.kind, "port": self.board.port,
@@ -690,7 +398,7 @@ class PredictResult(_Result):
             for p in self.predictions:
                 clamped = p.clamped or (False,) * len(p.inputs)
                 rows.append([f"{v:g}" + (" (clamped)" if c else "") for v, c in zip(p.inputs, clamped)]
-                            + self._class_cells(p.board) + self._class_cells(p.notebook) + [_us(p.device_us)]
+                            + self._class_cells(p.board) + self._class_cells(p.notebook) + [micros(p.device_us)]
                             + [f"{self.cycles_per_row:,.0f}" for _ in cycles] + ["✓" if p.agree else "✗"])
             return headers, rows
         headers = list(features) + [f"board {y}" for y in labels] + [f"notebook {y}" for y in labels] + [
@@ -699,8 +407,8 @@ class PredictResult(_Result):
         for p in self.predictions:
             clamped = p.clamped or (False,) * len(p.inputs)
             rows.append([f"{v:g}" + (" (clamped)" if c else "") for v, c in zip(p.inputs, clamped)]
-                        + [_fixed(v) for v in p.board]
-                        + [_fixed(v) for v in p.notebook] + [_us(p.device_us)]
+                        + [fixed(v) for v in p.board]
+                        + [fixed(v) for v in p.notebook] + [micros(p.device_us)]
                         + [f"{self.cycles_per_row:,.0f}" for _ in cycles] + ["✓" if p.agree else "✗"])
         return headers, rows
 
@@ -727,7 +435,7 @@ class PredictResult(_Result):
         inner = html_table(headers, rows, "r" * (len(headers) - 1) + "l")
         if self.any_clamped:
             inner += f'<div class="{CSS_PREFIX}-note">{html.escape(self._footnote())}</div>'
-        return _box(title, inner, self.css)
+        return box(title, inner, self.css)
 
     def to_frame(self):
         """One row per prediction: the inputs, board and notebook outputs, agreement (a DataFrame)."""
@@ -790,9 +498,9 @@ class EvaluateResult(_Result):
         if self.result.get("accuracy") is not None:
             pairs.append(("test accuracy", f"{self.result['accuracy']:.3f} on the board"))
         elif len(per_output) > 1 and len(labels) == len(per_output):
-            pairs.append(("test MAE", " · ".join(f"{label} {_fixed(v)}" for label, v in zip(labels, per_output))))
+            pairs.append(("test MAE", " · ".join(f"{label} {fixed(v)}" for label, v in zip(labels, per_output))))
         elif self.mae is not None:
-            pairs.append(("test MAE", f"{_fixed(self.mae)} {self.label or ''}".rstrip()))
+            pairs.append(("test MAE", f"{fixed(self.mae)} {self.label or ''}".rstrip()))
         if self.result.get("clamped_inputs"):
             pairs.append(("clamped", f"{self.result['clamped_inputs']} test value(s) outside what the "
                                      "int8 input holds (saturated)"))
@@ -809,7 +517,7 @@ class EvaluateResult(_Result):
         lat = self.latency
         if lat.get("device_us") is not None:
             cyc = lat.get("device_cycles")
-            pairs.append(("device time", f"{_us(lat['device_us'])} per inference"
+            pairs.append(("device time", f"{micros(lat['device_us'])} per inference"
                           + (f" ({cyc:,.0f} cycles)" if cyc else "")))
         if lat.get("host_roundtrip_ms") is not None:
             pairs.append(("round trip", f"{lat['host_roundtrip_ms']:.2f} ms per request"))
@@ -822,7 +530,7 @@ class EvaluateResult(_Result):
 
     def _title(self) -> str:
         who = f"{self.name}: " if self.name else ""
-        when = f" ({_duration(self.seconds)})" if self.seconds is not None else ""
+        when = f" ({duration(self.seconds)})" if self.seconds is not None else ""
         return f"{who}test set through the board{when}"
 
     def _confusion(self):
@@ -831,7 +539,7 @@ class EvaluateResult(_Result):
         return confusion_rows(self.result["classes"], self.result["confusion"])
 
     def __repr__(self) -> str:
-        text = self._title() + "\n" + _kv_text(self._pairs())
+        text = self._title() + "\n" + pairs_text(self._pairs())
         confusion = self._confusion()
         if confusion:
             text += "\nconfusion matrix on the board:\n" + text_table(*confusion, "l" + "r" * len(confusion[1]))
@@ -854,13 +562,13 @@ class EvaluateResult(_Result):
                 f"against its true value (dashed: y = x, a perfect model)</div>{plots}</div>")
 
     def _repr_html_(self) -> str:
-        inner = _kv_html(self._pairs())
+        inner = pairs_html(self._pairs())
         confusion = self._confusion()
         if confusion:
             inner += (f'<div class="{CSS_PREFIX}-summary">confusion matrix on the board</div>'
                       + html_table(*confusion, "l" + "r" * len(confusion[1])))
         inner += self.plot_svg()
-        return _box(self._title(), inner, self.css)
+        return box(self._title(), inner, self.css)
 
     def to_frame(self):
         """The measurements as one row (a pandas DataFrame): metric, parity, latency."""
@@ -871,75 +579,3 @@ class EvaluateResult(_Result):
 
     def to_dict(self) -> dict:
         return {"name": self.name, **self.result, "seconds": self.seconds}
-
-
-# -- the training plot ----------------------------------------------------------------------------
-def fit_plot_png(x_test, y_test, x_line, y_line, *, xlabel: str, ylabel: str,
-                 title: str | None = None) -> bytes | None:
-    """Test points and a fit line as PNG bytes (matplotlib's Agg canvas; no pyplot state).
-
-    Returns None when matplotlib is not installed (the plot is optional).
-    """
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    fig = Figure(figsize=(5.0, 3.2), dpi=96)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.scatter(x_test, y_test, s=12, alpha=0.6, label="test data")
-    ax.plot(x_line, y_line, color="C3", linewidth=2, label="model")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def trained_fit_png(name: str, root) -> bytes | None:
-    """The saved Keras model's fit line over its saved test data (one-feature models only)."""
-    import numpy as np
-
-    from . import api, artifacts
-    from . import training as train_mod
-
-    folder = artifacts.model_dir(root, name)
-    report = artifacts.read_report(folder)
-    data = report.get("data", {})
-    if len(data.get("features", [])) != 1:
-        return None
-    split = api.load_split(name, root)
-    model = artifacts.load_keras(folder)
-    xs = np.concatenate([split["train_x"][:, 0], split["test_x"][:, 0]])
-    grid = np.linspace(float(xs.min()), float(xs.max()), 200, dtype=np.float32).reshape(-1, 1)
-    line = train_mod.predict(model, grid)[:, 0]
-    return fit_plot_png(split["test_x"][:, 0], split["test_y"][:, 0], grid[:, 0], line,
-                        xlabel=data["features"][0], ylabel=data.get("label", ""),
-                        title=f"{name}: test data and fit")
-
-
-def model_classes(name: str, root) -> list | None:
-    """A classifier's class names saved with a model; None for a regression or when unknown."""
-    from . import artifacts
-    from .errors import TinyMLError
-    try:
-        return artifacts.read_report(artifacts.model_dir(root, name)).get("data", {}).get("classes")
-    except TinyMLError:
-        return None
-
-
-def model_columns(name: str, root) -> tuple[list, list]:
-    """(feature names, label names) saved with a model; empty lists when unknown."""
-    from . import artifacts
-    from .errors import TinyMLError
-    try:
-        data = artifacts.read_report(artifacts.model_dir(root, name)).get("data", {})
-    except TinyMLError:
-        return [], []
-    labels = data.get("labels") or ([data["label"]] if data.get("label") else [])
-    return list(data.get("features", [])), list(labels)

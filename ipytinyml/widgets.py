@@ -171,7 +171,7 @@ class BoardSlider:
         import numpy as np
 
         from . import api
-        from .views import model_classes, model_columns
+        from .artifacts import model_classes, model_columns
 
         self.board = board
         self.last = None
@@ -316,7 +316,7 @@ class BoardSlider:
         clamped = p.clamped or (False,) * len(p.inputs)
         inputs = ", ".join(f"{name} {v:g}" + (" (clamped)" if c else "")
                            for name, v, c in zip(self.features, p.inputs, clamped))
-        from .views import two_decimals as d2
+        from .textfmt import two_decimals as d2
         board_y, notebook_y = p.board[0], p.notebook[0]
         mark = ('<span style="color:#080">✓ agree</span>' if p.agree
                 else '<span style="color:#b00">✗ differ</span>')
@@ -338,7 +338,7 @@ class BoardSlider:
         is the same int8 model; a differing one shows in the mark), the winner in bold."""
         from .metrics import top_class
         from .plots import COLORS
-        from .views import two_decimals
+        from .textfmt import two_decimals
         board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
         winner, _ = top_class(p.board)
         bars = []
@@ -395,7 +395,7 @@ class BoardSlider:
         if p is None:
             return f"{self._where()}: sliders for {', '.join(self.features)} (no reading yet)"
         inputs = ", ".join(f"{name} {v:g}" for name, v in zip(self.features, p.inputs))
-        from .views import two_decimals as d2
+        from .textfmt import two_decimals as d2
         if self.classes:
             from .metrics import top_class
             k, prob = top_class(p.board)

@@ -229,10 +229,10 @@ def test_uno_fit_counts_the_class_line():
 
 def test_the_notebook_prints_a_probability_as_the_board_does():
     """Every probability a softmax or sigmoid output can hold (k/256), and its complement,
-    reads the same in the notebook (views.two_decimals on the dequantized float) as in the
+    reads the same in the notebook (textfmt.two_decimals on the dequantized float) as in the
     board's human line (the spec's exact rounding, checked against the board above); the
     ties 0.125 and 0.625 are where Python's own format would differ."""
-    from ipytinyml.views import two_decimals as notebook
+    from ipytinyml.textfmt import two_decimals as notebook
     for k in range(257):
         p = float(np.float32(k / 256))
         assert notebook(p) == two_decimals(Fraction(p)), k
