@@ -139,11 +139,21 @@ _STARTED = ("() => [...document.querySelectorAll('.jp-Notebook .jp-InputArea-pro
             ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
 
 
+def _accept_kernel_dialog(page) -> None:
+    """Lab sometimes asks "Select Kernel" for a notebook whose kernel is already starting (seen
+    under load, about one run in five); its default is the notebook's own kernelspec."""
+    dialog = page.query_selector(".jp-Dialog .jp-mod-accept")
+    if dialog is not None and dialog.is_visible():
+        dialog.click()
+        page.wait_for_selector(".jp-Dialog", state="detached", timeout=10_000)
+
+
 def _run_all_cells(page) -> None:
     """Run > Run All Cells, once the kernel is idle; again if the first click came too early
     (a click while the kernel session is still being set up is dropped)."""
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     for _ in range(4):
+        _accept_kernel_dialog(page)
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
         try:

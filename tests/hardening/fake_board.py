@@ -53,7 +53,7 @@ class FakeBoard:
     def _answer(self, line: str) -> None:
         if not line:
             return
-        m = re.match(r"!(\d+) i \*[0-9a-f]{4}$", line)
+        m = re.match(r"!(\d+) i \*[0-9a-fA-F]{6}$", line)  # an info request with its check field
         if self.mode == "garbage" or (self.mode == "babble" and not m):
             reply = self._noise(3000)  # more than a link takes from a line without an end
         elif m:
