@@ -7,7 +7,10 @@ model inside), run in simavr paced to real time behind a pty, whose RX ring buff
 
 - The Arduino Serial Monitor sends one entry per write with one of four line-ending
   settings: none, NL, CR, NL+CR. Each one gets exactly one answer per entry, for a human
-  line and for a sealed request, and ``12`` then ``130`` are two answers, not ``12130``.
+  line and for a sealed request, and ``12`` then ``130`` are two answers, not ``12130``;
+  a one-character entry with no line ending is answered after about a second.
+- A terminal that sends each key as typed (150 ms between keys): ``130`` and Enter is one
+  line with one answer, also with a 400 ms pause inside it.
 - A burst of sealed requests written much faster than the board drains them: every
   ``@<id> ok`` answer is exactly the answer to request ``<id>``; the requests that lost
   bytes get an error or no answer, never a wrong one. (Ids are consecutive, so a lost
@@ -108,6 +111,53 @@ def test_a_line_end_after_a_silence_ends_nothing(line):
     assert line.quiet(ENTRY_GAP) == []
     line.ser.write(b"\n")  # an empty line still gets its answer
     assert line.quiet(ENTRY_GAP) == ["#err 7 empty line"]
+
+
+KEY_GAP = 0.15            # a person between two keys in a terminal that sends each key
+
+
+def type_keys(line, keys: bytes, gaps=None) -> None:
+    """One write per key, as screen, picocom, minicom or `pio device monitor` send them."""
+    for i, key in enumerate(keys):
+        if i:
+            time.sleep(gaps[i - 1] if gaps else KEY_GAP)
+        line.ser.write(bytes([key]))
+
+
+@needs_avr
+@pytest.mark.parametrize("enter", [b"\r", b"\n", b"\r\n"], ids=["CR", "LF", "CRLF"])
+def test_a_person_typing_key_by_key_gets_one_answer(line, enter):
+    """`130` then Enter, key by key: the gaps mark the line typed, so no silence cuts it
+    into `1`, `3`, `0`; Enter ends it (CR LF as one end)."""
+    type_keys(line, b"130" + enter)
+    assert [ref.normalize(t) for t in line.quiet(1.5)] == ["horsepower 130 -> mpg 22.93 (* us)"]
+
+
+@needs_avr
+def test_a_typed_line_survives_a_long_pause(line):
+    """A person who stops 400 ms in the middle of a line (past every burst silence)."""
+    type_keys(line, b"1.5, 2\r", [KEY_GAP, KEY_GAP, 0.4, KEY_GAP, KEY_GAP, KEY_GAP])
+    want = ref.normalize(ref.answer(b"1.5, 2", False, MODEL))
+    assert [ref.normalize(t) for t in line.quiet(1.5)] == [want]
+
+
+@needs_avr
+def test_a_one_character_entry_without_line_ending(line):
+    """The Serial Monitor with "No line ending": `7` alone is answered after about a
+    second (a lone byte may be a person's first key), `12` and `130` right away."""
+    want = ref.normalize(ref.answer(b"7", False, MODEL))
+    start = time.monotonic()
+    line.ser.write(b"7")
+    assert line.read(0.5) is None, "a lone byte answered before half a second"
+    got = line.read(2.5)
+    took = time.monotonic() - start
+    assert got is not None and ref.normalize(got) == want
+    assert 0.5 <= took < 2.5, took
+    assert line.quiet(ENTRY_GAP) == []
+    for entry in (b"12", b"130"):
+        line.ser.write(entry)
+        assert ref.normalize(line.read(0.8)) == ref.normalize(ref.answer(entry, False, MODEL))
+        assert line.quiet(ENTRY_GAP) == []
 
 
 @needs_avr

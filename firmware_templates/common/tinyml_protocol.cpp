@@ -106,6 +106,7 @@ static const char err_texts[] TINYML_PROGMEM =
 #define F_OVERFLOW 1    /* the line had more than TINYML_LINE_MAX characters */
 #define F_AFTER_CR 2    /* the previous byte was '\r': a '\n' now ends nothing */
 #define F_AFTER_GAP 4   /* a silence ended the line: a line end now ends nothing */
+#define F_TYPED 8       /* a gap between two bytes: a person types it, Enter ends it */
 
 static char line[TINYML_LINE_MAX + 1];
 static uint8_t line_len;
@@ -941,16 +942,24 @@ int tinyml_protocol_poll(void)
 {
     int c = tinyml_port_read();
     uint16_t now = (uint16_t)tinyml_port_millis();
+    uint16_t quiet = (uint16_t)(now - last_read_ms);
     uint8_t next;           /* line_flags once the line held is answered */
     if (c < 0) {
         /* A silence ends a line, so a value sent with no line ending (the
          * Serial Monitor's default) is answered and not glued to the next.
          * Timed from the last byte read, not received: a line that waited
-         * in the RX buffer during a long inference is read whole first. */
-        if (!line_len || (uint16_t)(now - last_read_ms) < TINYML_LINE_SILENCE_MS)
+         * in the RX buffer during a long inference is read whole first.
+         * A lone byte waits longer: it may be the first key a person types
+         * in a terminal that sends each key, before any gap marked it typed. */
+        if (!line_len || (line_flags & F_TYPED) ||
+            quiet < (line_len == 1 ? TINYML_LINE_SILENCE1_MS : TINYML_LINE_SILENCE_MS))
             return 0;
         next = F_AFTER_GAP;
     } else {
+        /* A line is held only while the RX buffer is empty, so last_read_ms
+         * is when its previous byte was read. */
+        if (line_len && quiet > TINYML_TYPED_GAP_MS)
+            line_flags |= F_TYPED;
         for (;;) {
             if (c == '\n' || c == '\r') {
                 next = c == '\r' ? F_AFTER_CR : 0;

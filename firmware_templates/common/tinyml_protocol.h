@@ -17,7 +17,11 @@
 
 #define TINYML_PROTO_VERSION 2
 #define TINYML_LINE_MAX 79      /* characters per received line, without '\n' */
-#define TINYML_LINE_SILENCE_MS 50 /* no byte read for this long ends a line */
+/* Line ends by silence (docs/protocol.md, Framing): a Serial Monitor entry
+ * arrives back to back, a person types with gaps of 100 ms or more. */
+#define TINYML_LINE_SILENCE_MS 50   /* no byte read for this long ends a line */
+#define TINYML_LINE_SILENCE1_MS 1000 /* ... or this long, for a one-byte line */
+#define TINYML_TYPED_GAP_MS 20      /* a longer gap inside a line: typed, no silence ends it */
 
 #ifdef __cplusplus
 extern "C" {

@@ -21,7 +21,9 @@ import numpy as np
 from ipytinyml.prestage import InputStage, f32_bits
 
 LINE_MAX = 79
-SILENCE_MS = 50          # no byte read for this long ends a line
+SILENCE_MS = 50          # no byte read for this long ends a line of 2 bytes or more
+SILENCE1_MS = 1000       # ... a line of one byte
+TYPED_GAP_MS = 20        # a longer gap inside a line marks it typed: no silence ends it
 SEPS = b" ,\t"
 ERRORS = {
     1: "line too long",
@@ -305,31 +307,43 @@ def class_answer(scores: list[int], model: FakeModel) -> str:
 
 # ------------------------------------------------------------------ lines
 
-def split_lines(data) -> list[tuple[bytes, bool]]:
+def split_lines(data, pauses_ms=None) -> list[tuple[bytes, bool]]:
     """Complete lines of a byte stream as the board frames them: (stored
     bytes, overflowed). '\\n', '\\r' and '\\r\\n' end a line. ``data`` is bytes,
-    or a list of byte strings with a silence (no byte for longer than
-    SILENCE_MS) between each two: a silence ends the line held, and a line end
-    right after it ends nothing ('\\r\\n' counting as one)."""
+    or a list of byte strings with a pause between each two: ``pauses_ms[k]``
+    ms after chunk k (default 2 * SILENCE_MS between each two, none after the
+    last), the bytes of a chunk back to back. A pause is silence: with the silences before it (no byte between)
+    it ends the line held if that line is not typed and the silence reaches
+    SILENCE_MS (2 bytes or more) or SILENCE1_MS (one byte); a line end right
+    after a line so ended ends nothing ('\\r\\n' counting as one). A line is
+    typed once a pause of more than TYPED_GAP_MS falls between two of its
+    bytes (a line end counts as one of them)."""
     chunks = [data] if isinstance(data, (bytes, bytearray)) else list(data)
+    if pauses_ms is None:
+        pauses_ms = [2 * SILENCE_MS] * (len(chunks) - 1) + [0]
     lines, buf, overflow, after_cr, after_gap = [], bytearray(), False, False, False
-    for k, chunk in enumerate(chunks):
-        if k and (buf or overflow):
-            lines.append((bytes(buf), overflow))
-            buf, overflow, after_cr, after_gap = bytearray(), False, False, True
+    typed, quiet = False, 0.0
+    for chunk, pause in zip(chunks, pauses_ms):
+        if chunk:
+            typed = typed or bool(buf or overflow) and quiet > TYPED_GAP_MS
+            quiet = 0.0
         for b in chunk:
             if b in (10, 13):
                 if after_gap or (b == 10 and after_cr):
                     after_cr, after_gap = b == 13, False
                     continue
                 lines.append((bytes(buf), overflow))
-                buf, overflow, after_cr = bytearray(), False, b == 13
+                buf, overflow, after_cr, typed = bytearray(), False, b == 13, False
                 continue
             after_cr = after_gap = False
             if len(buf) < LINE_MAX:
                 buf.append(b)
             else:
                 overflow = True
+        quiet += pause
+        if (buf or overflow) and not typed and quiet >= (SILENCE1_MS if len(buf) == 1 else SILENCE_MS):
+            lines.append((bytes(buf), overflow))
+            buf, overflow, after_cr, after_gap = bytearray(), False, False, True
     return lines
 
 

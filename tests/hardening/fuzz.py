@@ -11,8 +11,11 @@ Items are what the sender writes: a list of chunks (one ``write`` each, with
 an optional pause before the next) that together hold zero or more complete
 lines. A pause of ``SILENCE`` or more is a silence on the line, which ends the
 line the board holds (the sender then waits for its answer); shorter pauses
-split a line across writes without ending it. ``Framer`` cuts the byte stream
-into lines exactly as the board does.
+(``SHORT_PAUSES``, far below the 20 ms gap that marks a line typed) split a
+line across writes without ending it. A silence never follows a one-byte line
+held (the board keeps it a second, see docs/protocol.md); typed lines are left
+to tests/test_serial_bursts.py. ``Framer`` cuts the byte stream into lines
+exactly as the board does, timing included.
 
 Requests are mostly sealed with their check field (``ref.seal``), so the
 parsers behind it are reached; a few lose a byte or carry none (error 9).
@@ -29,7 +32,10 @@ import numpy as np
 from fake_model import ref
 
 LINE_MAX = ref.LINE_MAX
-SILENCE = 2 * ref.SILENCE_MS / 1000   # seconds: a pause this long ends the line held
+SILENCE = 2 * ref.SILENCE_MS / 1000   # seconds: a pause this long ends a burst line held
+# Pauses inside a line: far below ref.TYPED_GAP_MS, so OS jitter cannot make them a gap
+# that marks the line typed (a typed line then ignores the SILENCE that should end it).
+SHORT_PAUSES = (0.0, 0.0005, 0.002)
 CHECK = len(b" *000000")
 SEPARATORS = (" ", ",", "\t")
 ENDINGS = (b"\n", b"\r\n", b"\r")
@@ -54,23 +60,32 @@ COMMANDS = ("i", "p", "r", "x", "I", "P", "info", "pp", "", "!", "?")
 
 class Framer:
     """The board's line framing, fed incrementally: '\\n', '\\r' and '\\r\\n' end a line;
-    bytes past LINE_MAX are dropped and the line is marked overflowed."""
+    bytes past LINE_MAX are dropped and the line is marked overflowed. Pauses follow the
+    rule of ref.split_lines: a silence ends a line held unless the line is typed (a pause
+    of more than TYPED_GAP_MS fell inside it); a one-byte line needs SILENCE1_MS."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
         self.overflow = False
         self.after_cr = False
         self.after_gap = False
+        self.typed = False
+        self.quiet_ms = 0.0   # pause since the last byte
 
-    def silence(self) -> list[tuple[bytes, bool]]:
-        """A silence on the line: it ends the line held, if any."""
-        if not self.partial:
+    def silence(self, seconds: float = SILENCE) -> list[tuple[bytes, bool]]:
+        """A pause on the line: it ends the line held, if any and the rule says so."""
+        self.quiet_ms += 1000 * seconds
+        if not self.partial or self.typed or self.quiet_ms < (
+                ref.SILENCE1_MS if len(self.buf) == 1 else ref.SILENCE_MS):
             return []
         line = (bytes(self.buf), self.overflow)
         self.buf, self.overflow, self.after_cr, self.after_gap = bytearray(), False, False, True
         return [line]
 
     def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
+        if data:
+            self.typed = self.typed or self.partial and self.quiet_ms > ref.TYPED_GAP_MS
+            self.quiet_ms = 0.0
         lines = []
         for b in data:
             if b in (10, 13):
@@ -79,6 +94,7 @@ class Framer:
                     continue
                 lines.append((bytes(self.buf), self.overflow))
                 self.buf, self.overflow, self.after_cr = bytearray(), False, b == 13
+                self.typed = False
                 continue
             self.after_cr = self.after_gap = False
             if len(self.buf) < LINE_MAX:
@@ -378,13 +394,30 @@ class Fuzzer:
         if r < 0.12 and len(data) > 1:  # a partial line: the rest arrives later, in pieces
             cuts = sorted(self.rng.sample(range(1, len(data)), min(len(data) - 1, self.rng.randint(1, 3))))
             chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
-            pauses = [self.rng.choices((0.0, 0.0005, 0.002, 0.01, SILENCE), weights=(4, 3, 2, 1, 2))[0]
+            pauses = [self.rng.choices((*SHORT_PAUSES, SILENCE), weights=(4, 3, 3, 2))[0]
                       for _ in chunks]
+            pauses = self._no_lone_byte_silence(chunks, pauses)
         elif r < 0.15:  # a line end arriving alone (an '\r' then '\n' pair split across writes)
             if data.endswith(b"\r\n"):
                 chunks, pauses = [data[:-1], b"\n"], [self.rng.choice((0.0, 0.005, SILENCE)), 0.0]
         elif r < 0.2:  # no line end (the Serial Monitor's default): a silence ends the line,
             # sometimes followed by a late line end, which then ends nothing
             late = self.rng.choice((b"", b"", self.ending()))
-            chunks, pauses = [body, late] if late else [body], [SILENCE, 0.0] if late else [SILENCE]
+            if self._no_lone_byte_silence([body], [SILENCE]) == [SILENCE]:
+                chunks, pauses = [body, late] if late else [body], [SILENCE, 0.0] if late else [SILENCE]
         return Item(kind, chunks, pauses)
+
+    @staticmethod
+    def _no_lone_byte_silence(chunks: list[bytes], pauses: list[float]) -> list[float]:
+        """Pauses with no SILENCE after a one-byte line held: the board keeps such a byte
+        for a second, and the next byte after the pause would make the line typed. Timing
+        that exact is left to the dedicated tests; the fuzzer's pauses stay unambiguous."""
+        framer, out = Framer(), []
+        for chunk, pause in zip(chunks, pauses):
+            framer.feed(chunk)
+            if pause >= SILENCE and framer.partial and len(framer.buf) == 1:
+                pause = SHORT_PAUSES[-1]
+            out.append(pause)
+            if pause >= SILENCE:
+                framer.silence(pause)
+        return out

@@ -120,9 +120,12 @@ class FuzzSession:
                     self._check_answer(line, overflow)
                     self.stats.kinds[item.kind] += 1
             if pause >= SILENCE:  # the board ends the line held once it has heard nothing
-                for line, overflow in self.framer.silence():
+                ended = self.framer.silence(pause)
+                for line, overflow in ended:
                     self._check_answer(line, overflow)
                     self.stats.kinds[item.kind] += 1
+                if not ended and self.framer.partial:  # a line the board keeps: pause anyway
+                    time.sleep(pause)
             elif pause:
                 time.sleep(pause)
 
