@@ -656,6 +656,60 @@ def test_partial_line_then_eof_is_not_answered(exes):
     assert [ref.normalize(x) for x in lines] == [m.banner(), "@1 ok 5 us=* cyc=*"]
 
 
+# ----------------------------------------------------- silences, simulated clock
+
+def run_timed(exe: Path, records) -> list[str]:
+    """(bytes, pause ms) records through the board on its simulated clock."""
+    out = board.run_script(exe, records).decode("ascii")
+    assert out.endswith("\r\n")
+    return [ref.normalize(x) for x in out[:-2].split("\r\n")]
+
+
+def want_timed(model: FakeModel, records) -> list[str]:
+    lines = ref.split_lines([d for d, _ in records], [ms for _, ms in records])
+    return [model.banner()] + [ref.normalize(ref.answer(x, ov, model)) for x, ov in lines]
+
+
+def test_typed_lines_and_silences_on_a_simulated_clock(exes):
+    """The rule of docs/protocol.md, Framing, to the millisecond (the clock also wraps
+    its 16 bits meanwhile): typed keys, lone bytes, burst lines, split CR LF."""
+    m, exe = MODELS["one"], exes["one"]
+    cases = [
+        # a person typing 130 Enter, 150 ms a key, also with a long pause inside
+        ([(b"1", 150), (b"3", 150), (b"0", 150), (b"\r", 150), (b"\n", 2000)], [b"130"]),
+        ([(b"1", 150), (b"3", 5000), (b"0", 150), (b"\n", 2000)], [b"130"]),
+        # a lone byte: kept 999 ms, ended at 1000; a person who pauses that long after it
+        ([(b"7", 999), (b"\n", 0)], [b"7"]),
+        ([(b"7", 1000), (b"\n", 0)], [b"7"]),
+        ([(b"1", 1000), (b"3", 150), (b"0", 150), (b"\r\n", 100)], [b"1", b"30"]),
+        # gaps of 20 ms are back to back, 21 ms typed
+        ([(b"1", 20), (b"3", 20), (b"0", 49), (b"\n", 0)], [b"130"]),
+        ([(b"1", 20), (b"3", 20), (b"0", 50), (b"\n", 0)], [b"130"]),
+        ([(b"1", 20), (b"3", 50), (b"0", 1000)], [b"13", b"0"]),
+        ([(b"1", 21), (b"3", 5000), (b"0", 100), (b"\r", 0)], [b"130"]),
+        # Serial Monitor entries without line ending
+        ([(b"13", 300), (b"0", 1000), (b"130", 300)], [b"13", b"0", b"130"]),
+    ]
+    for records, lines in cases:
+        want = [m.banner()] + [ref.normalize(ref.answer(x, False, m)) for x in lines]
+        assert want_timed(m, records) == want, records
+        assert run_timed(exe, records) == want, records
+
+
+def test_random_timing_against_spec_model(exes):
+    """Random chunks and pauses around every threshold: board and spec model agree."""
+    m, exe = MODELS["one"], exes["one"]
+    rng = random.Random(5)
+    pieces = [b"1", b"30", b"2.5", b" ", b",", b"\r", b"\n", b"\r\n", b"x", b"-7", b"9" * 40,
+              seal(b"!3 r 5"), seal(b"!4 i")]
+    pauses = [0, 1, 19, 20, 21, 49, 50, 51, 150, 999, 1000, 1001, 3000]
+    for _ in range(6):
+        records = [(b"".join(rng.choices(pieces, k=rng.randint(1, 3))), rng.choice(pauses))
+                   for _ in range(rng.randint(20, 60))]
+        got, want = run_timed(exe, records), want_timed(m, records)
+        assert got == want, records
+
+
 # -------------------------------------------------------------------- AVR
 
 needs_avr = pytest.mark.skipif(not avr_uno.available(), reason="needs avr-gcc and arduino-core-avr")

@@ -25,6 +25,7 @@
 int tinyml_host_fd_in = 0;
 int tinyml_host_fd_out = 1;
 int tinyml_host_hangup = 0;
+long long tinyml_host_clock_ms = -1;
 
 static unsigned char in_buf[256];
 static int in_pos, in_len;
@@ -89,6 +90,8 @@ uint32_t tinyml_port_micros(void) { return (uint32_t)(now_ns() / 1000u); }
 uint32_t tinyml_port_millis(void)
 {
     static uint32_t last;
+    if (tinyml_host_clock_ms >= 0)
+        return (uint32_t)tinyml_host_clock_ms;
     if (!tinyml_host_hangup)
         last = (uint32_t)(now_ns() / 1000000u);
     return last;

@@ -55,6 +55,17 @@ def run_stdio(exe: Path, data: bytes, board: str = "host", timeout: float = 30) 
     return r.stdout
 
 
+def run_script(exe: Path, records, board: str = "host", timeout: float = 30) -> bytes:
+    """Run the board on a simulated clock: records are (bytes, pause in ms); each
+    record's bytes arrive back to back, then nothing for the pause."""
+    script = b"".join(b"%d %d\n" % (ms, len(data)) + data for data, ms in records)
+    r = subprocess.run([str(exe), "--script", "--board", board], input=script,
+                       capture_output=True, timeout=timeout)
+    if r.returncode:
+        raise RuntimeError(f"host board --script exited {r.returncode}: {r.stderr[-300:]!r}")
+    return r.stdout
+
+
 class PtyBoard:
     """The host board serving a pty (``path``), as a context manager.
 

@@ -7,6 +7,11 @@
  *       serve stdin/stdout; exit at EOF on stdin. The input is read whole
  *       first, so it holds no silence that would end a line (a test's pipe
  *       writer may stall for any time); silences are tested on the pty.
+ *   host_board --script [--board NAME]
+ *       stdin holds records "<ms> <n>\n" and n bytes: the n bytes arrive back
+ *       to back, then no byte for <ms> ms. The clock is simulated (it starts
+ *       a little before the 16-bit millisecond wrap) and advances 1 ms a
+ *       step, the board polling after each: every silence and gap is exact.
  *   host_board --pty [--wait-open] [--boot-ms N] [--board NAME]
  *       create a pty, print "PTY <path>" on stdout and serve its master side.
  *       The banner is printed at once; with --wait-open it is printed N ms
@@ -58,13 +63,44 @@ static void serve_pending(void)
     tinyml_host_flush();
 }
 
+static int serve_script(const char *board)
+{
+    int fds[2];
+    if (pipe(fds))
+        return 1;
+    set_nonblocking(fds[0]);
+    tinyml_host_fd_in = fds[0];
+    tinyml_host_clock_ms = 65536 - 3000;
+    tinyml_protocol_begin(board);
+    tinyml_host_flush();
+    long ms, n;
+    while (scanf("%ld %ld", &ms, &n) == 2 && getchar() == '\n') {
+        if (ms < 0 || n < 0 || n > 4096)
+            return 2;
+        for (long i = 0; i < n; i++) {
+            int c = getchar();
+            char b = (char)c;
+            if (c == EOF || write(fds[1], &b, 1) != 1)
+                return 2;
+        }
+        serve_pending();
+        for (long t = 0; t < ms; t++) {
+            tinyml_host_clock_ms++;
+            serve_pending();
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *board = "host";
-    int use_pty = 0, wait_open = 0, boot_ms = 200;
+    int use_pty = 0, wait_open = 0, boot_ms = 200, script = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--pty"))
             use_pty = 1;
+        else if (!strcmp(argv[i], "--script"))
+            script = 1;
         else if (!strcmp(argv[i], "--wait-open"))
             wait_open = 1;
         else if (!strcmp(argv[i], "--boot-ms") && i + 1 < argc)
@@ -72,7 +108,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--board") && i + 1 < argc)
             board = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--pty [--wait-open] [--boot-ms N]] [--board NAME]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--script | --pty [--wait-open] [--boot-ms N]] [--board NAME]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -81,6 +118,8 @@ int main(int argc, char **argv)
     sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
 
+    if (script)
+        return serve_script(board);
     if (!use_pty) {
         FILE *whole = tmpfile();
         char buf[4096];
