@@ -85,13 +85,15 @@ def all_int8_inputs():
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """In CI every tool is installed by scripts/setup, so a test skipped for a missing compiler,
-    simulator or package means the setup is incomplete: fail it instead of hiding it.
-    Only ``hardware`` tests (no board on a CI machine) may skip there."""
+    """Under scripts/test (IPYTINYML_REQUIRE_TOOLS, set after scripts/setup installed every
+    tool) and in CI, a test skipped for a missing compiler, simulator or package means the
+    setup is incomplete: fail it instead of hiding it. Only ``hardware`` tests (no board
+    attached) may skip there."""
     outcome = yield
     report = outcome.get_result()
-    if (report.skipped and os.environ.get("CI") and item.get_closest_marker("hardware") is None
+    strict = os.environ.get("CI") or os.environ.get("IPYTINYML_REQUIRE_TOOLS")
+    if (report.skipped and strict and item.get_closest_marker("hardware") is None
             and not hasattr(report, "wasxfail")):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"skipped in CI, where scripts/setup installs everything: {reason}"
+        report.longrepr = f"skipped where scripts/setup installs everything (CI, scripts/test): {reason}"
