@@ -27,7 +27,7 @@ import pytest
 
 from ipytinyml import quant as Q
 from ipytinyml.codegen import native
-from ipytinyml.quant import DenseLayer, ModelPlan, TensorQuant
+from ipytinyml.quant import DenseLayer, ModelPlan
 from ipytinyml.tflite_file import read_tflite
 
 HERE = Path(__file__).resolve().parent
@@ -115,15 +115,20 @@ def test_each_op_in_simavr_matches_tflite_micro(name, tmp_path):
         assert cycles.min() > 0
 
 
-@needs_arm
-@pytest.mark.parametrize("name", ["logistic", "tanh", "softmax3", "softmax10", "softmax3_coarse"])
-def test_each_op_on_cortex_m4_matches_tflite_micro(name, tmp_path):
-    plan, x, want = op_case(name)
+def _assert_on_cortex_m4(plan, x, want, tmp_path) -> None:
+    """Both kernel builds of the generated model, run in QEMU, give exactly ``want``."""
     native.generate_native(plan, tmp_path / "model", model_hash=HASH)
     for fast in (True, False):
         run = harness.run_qemu_arm(harness.compile_arm(tmp_path / "model", tmp_path / f"arm{int(fast)}", x,
                                                        fast=fast), plan.n_outputs)
         assert np.array_equal(run.outputs, want), f"fast={fast}: {(run.outputs != want).sum()} outputs differ"
+
+
+@needs_arm
+@pytest.mark.parametrize("name", ["logistic", "tanh", "softmax3", "softmax10", "softmax3_coarse"])
+def test_each_op_on_cortex_m4_matches_tflite_micro(name, tmp_path):
+    plan, x, want = op_case(name)
+    _assert_on_cortex_m4(plan, x, want, tmp_path)
 
 
 # ---------------------------------------------------------------------------
@@ -170,11 +175,7 @@ def test_real_models_in_simavr(name, tmp_path):
 @pytest.mark.parametrize("name", list(AM.RECIPES))
 def test_real_models_on_cortex_m4(name, tmp_path):
     plan, x, want = _real(name)
-    native.generate_native(plan, tmp_path / "model", model_hash=HASH)
-    for fast in (True, False):
-        run = harness.run_qemu_arm(harness.compile_arm(tmp_path / "model", tmp_path / f"arm{int(fast)}", x,
-                                                       fast=fast), plan.n_outputs)
-        assert np.array_equal(run.outputs, want), f"fast={fast}: {(run.outputs != want).sum()} outputs differ"
+    _assert_on_cortex_m4(plan, x, want, tmp_path)
 
 
 # ---------------------------------------------------------------------------

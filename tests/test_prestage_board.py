@@ -162,22 +162,6 @@ def _ulps(x: float, k: int) -> list[float]:
     return out
 
 
-def _exact_digits(x: float, digits: int) -> str:
-    """x written with `digits` significant digits, truncated (long, but the float32 of x)."""
-    if x == 0:
-        return "0"
-    v = abs(Fraction(x))
-    e = 0
-    while v >= 10:
-        v /= 10
-        e += 1
-    while v < 1:
-        v *= 10
-        e -= 1
-    s = str(int(v * 10 ** (digits - 1)))
-    return f"{'-' if x < 0 else ''}{s[0]}.{s[1:]}e{e}"
-
-
 def _forms(x: float) -> list[str]:
     f = np.float32(x)
     return sorted({np.format_float_positional(f, unique=True, trim="-"),
@@ -205,8 +189,8 @@ def _feature_values(k: int, stage: InputStage = STAGE) -> tuple[list[str], int]:
                "-1e-30", "0", "-0", "0.0", "-0e5", "+0", "1e-38", "1.1754942e-38", "1.17549435e-38",
                "-1.17549435e-38", "1e-45", "-1e-40", "7e-31", "-7e-31"]
     for x in (float(mean), float(mean) + 0.5 * float(div), float(mean) - 127.5 * float(div)):
-        tokens.append(_exact_digits(_f32(x), 25))               # 25 significant digits
-        tokens.append(_exact_digits(_f32(x), 21) + "00000000001")  # a sticky 21st digit
+        tokens.append(ref.scientific(Fraction(_f32(x)), 25))               # 25 significant digits
+        tokens.append(ref.scientific(Fraction(_f32(x)), 21) + "00000000001")  # a sticky 21st digit
     return tokens, exact_ties
 
 

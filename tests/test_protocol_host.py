@@ -463,7 +463,7 @@ def test_parser_correct_rounding_white_box(tmp_path):
         hi = Fraction(struct.unpack("<f", struct.pack("<I", bits + 1))[0])
         mid = (lo + hi) / 2
         for v in (mid, mid * (1 + Fraction(1, 10**15)), mid * (1 - Fraction(1, 10**15))):
-            tokens.append(_fraction_to_decimal(v, 22))
+            tokens.append(ref.scientific(v, 22))
     tokens += [f"{rng.randint(0, 10**9)}e{rng.randint(-50, 40)}" for _ in range(500)]
     data = "\n".join(tokens).encode() + b"\n"
     out = subprocess.run([str(exe)], input=data, capture_output=True, check=True).stdout.decode()
@@ -546,21 +546,6 @@ def test_fast_path_agrees_with_slow_path(tmp_path, name):
         got = struct.unpack("<f", struct.pack("<I", int(r.split()[1], 16)))[0]
         assert code == 0 and got == want and math.copysign(1, got) == math.copysign(1, want), tok
         assert int(r.split()[2]) == m.quantize(want), tok
-
-
-def _fraction_to_decimal(v: Fraction, digits: int) -> str:
-    """v written with `digits` significant digits (truncated), scientific."""
-    e = 0
-    a = abs(v)
-    while a >= 10:
-        a /= 10
-        e += 1
-    while a < 1:
-        a *= 10
-        e -= 1
-    mant = int(a * 10 ** (digits - 1))
-    s = str(mant)
-    return f"{s[0]}.{s[1:]}e{e}"
 
 
 @pytest.mark.parametrize("name", ["one", "multi", "wide"])

@@ -276,6 +276,22 @@ def display(q: int, scale_bits: int, zero_point: int) -> str:
     return f"{sign}{v}.{hundredths:02d}"
 
 
+def scientific(v: Fraction, digits: int) -> str:
+    """v written with `digits` significant digits, truncated, as d.ddd...e<exp>: a long
+    decimal for the parser tests (exact when v has that many digits or fewer)."""
+    if v == 0:
+        return "0"
+    a, e = abs(v), 0
+    while a >= 10:
+        a /= 10
+        e += 1
+    while a < 1:
+        a *= 10
+        e -= 1
+    s = str(int(a * 10 ** (digits - 1)))
+    return f"{'-' if v < 0 else ''}{s[0]}.{s[1:]}e{e}"
+
+
 def two_decimals(x: Fraction) -> str:
     """x rounded half away from zero to two decimals, exactly."""
     n = math.floor(abs(x) * 100 + Fraction(1, 2))
