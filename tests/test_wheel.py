@@ -2,9 +2,10 @@
 editable) into a fresh venv, used from an empty folder outside the checkout.
 
 Real parts: real pip (wheel build and install), a real venv, a real IPython shell running
-the four magics, the real AVR build and the virtual Uno in simavr. The venv sees the system
-site packages, so TensorFlow and the rest come from there (the test checks that
-``ipytinyml`` itself, its firmware templates and its example notebooks come from the venv).
+the four magics, the real AVR build and the virtual Uno in simavr. The venv sees the site
+packages of the Python running the tests (the system's, or scripts/setup's .venv), after
+its own, so TensorFlow and the rest come from there (the test checks that ``ipytinyml``
+itself, its firmware templates and its example notebooks come from the venv).
 
 The wheel is built with ``--no-build-isolation`` when this Python has setuptools >= 77 (the
 first that reads the SPDX license string), else pip builds it in isolation and fetches
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -100,8 +102,12 @@ def test_the_wheel_ships_license_examples_and_firmware(wheel):
 
 def test_installed_wheel_runs_the_chain_to_parity_outside_the_checkout(wheel, tmp_path):
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], timeout=120)
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     python = venv / "bin" / "python"
+    # not --system-site-packages: from a venv that means the base Python's, not this one's
+    inner = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    outer = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    (Path(inner) / "_test_outer_site.pth").write_text("\n".join(outer) + "\n")
     # --force-reinstall: the system may hold an (editable) ipytinyml of the same version
     _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
           "--no-index", "--force-reinstall", str(wheel)], timeout=300)
