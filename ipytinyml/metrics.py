@@ -29,6 +29,13 @@ def top_class(scores) -> tuple[int, float]:
     return k, float(scores[k])
 
 
+def class_probabilities(scores) -> np.ndarray:
+    """Each class's probability, rows of softmax scores as they are, one sigmoid output p as
+    (1 - p, p); for one row or many (the last axis holds the scores)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores if scores.shape[-1] > 1 else np.concatenate([1.0 - scores, scores], axis=-1)
+
+
 def metrics(task: str, outputs, y, n_classes: int | None = None) -> dict:
     """The report entry's metrics for ``outputs`` against labels ``y`` ([n, labels])."""
     y = np.asarray(y, dtype=np.float64)

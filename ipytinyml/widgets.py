@@ -262,6 +262,7 @@ class BoardSlider:
         costs no board requests), the board's own answer as the marker."""
         import numpy as np
 
+        from .metrics import class_probabilities
         from .plots import XYPlot
 
         k = min(self._moved, len(self.features) - 1)
@@ -275,7 +276,7 @@ class BoardSlider:
             out = np.asarray(self.board.notebook_predict(rows.astype(np.float32)), dtype=np.float64)
             feature = self.features[k]
             if self.classes:
-                probs = out if out.shape[1] > 1 else np.hstack([1.0 - out, out])
+                probs = class_probabilities(out)
                 series = [(name, grid, probs[:, c]) for c, name in enumerate(self.classes)]
                 plot = XYPlot(xlabel=feature, ylabel="probability", series=series, y_range=(0.0, 1.0),
                               x_range=(slider.min, slider.max), legend=True, y_pad=False)
@@ -289,8 +290,7 @@ class BoardSlider:
             self._plot_key, self._plot_cache = key, (plot, what)
         plot, what = self._plot_cache
         if self.classes:
-            board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
-            svg = plot.render(p.inputs[k], board)
+            svg = plot.render(p.inputs[k], [float(v) for v in class_probabilities(p.board)])
         else:
             svg = plot.render(p.inputs[k], p.board[0])
         others = [f"{name} {v:g}" for i, (name, v) in enumerate(zip(self.features, p.inputs)) if i != k]
@@ -336,10 +336,10 @@ class BoardSlider:
     def _class_bars(self, p) -> str:
         """A classifier's reading: one bar per class, the board's probability (the notebook's
         is the same int8 model; a differing one shows in the mark), the winner in bold."""
-        from .metrics import top_class
+        from .metrics import class_probabilities, top_class
         from .plots import COLORS
         from .textfmt import two_decimals
-        board = list(p.board) if len(p.board) > 1 else [1.0 - p.board[0], p.board[0]]
+        board = [float(v) for v in class_probabilities(p.board)]
         winner, _ = top_class(p.board)
         bars = []
         for k, (name, prob) in enumerate(zip(self.classes, board)):
