@@ -139,13 +139,18 @@ _STARTED = ("() => [...document.querySelectorAll('.jp-Notebook .jp-InputArea-pro
             ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))")
 
 
-def _accept_kernel_dialog(page) -> None:
-    """Lab sometimes asks "Select Kernel" for a notebook whose kernel is already starting (seen
-    under load, about one run in five); its default is the notebook's own kernelspec."""
-    dialog = page.query_selector(".jp-Dialog .jp-mod-accept")
-    if dialog is not None and dialog.is_visible():
-        dialog.click()
-        page.wait_for_selector(".jp-Dialog", state="detached", timeout=10_000)
+def _open_notebook(page, lab, notebook: str, workspace: str | None = None) -> None:
+    """Open ``notebook`` in Lab with its kernel session already made through the REST API: Lab
+    then joins that session, where on its own, under load, it sometimes asked "Select Kernel"
+    and ran the cells in two kernels."""
+    body = json.dumps({"path": notebook, "name": notebook, "type": "notebook",
+                       "kernel": {"name": "python3"}}).encode()
+    req = urllib.request.Request(f"{lab['base']}/api/sessions?token={TOKEN}", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).close()
+    where = f"workspaces/{workspace}/" if workspace else ""
+    page.goto(f"{lab['base']}/lab/{where}tree/{notebook}?token={TOKEN}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
 
 
 def _run_all_cells(page) -> None:
@@ -153,7 +158,6 @@ def _run_all_cells(page) -> None:
     (a click while the kernel session is still being set up is dropped)."""
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     for _ in range(4):
-        _accept_kernel_dialog(page)
         page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
         try:
@@ -166,8 +170,7 @@ def _run_all_cells(page) -> None:
 
 def test_slider_drives_the_board_in_jupyterlab(lab):
     with _lab_page(lab, SCREENSHOT) as page:
-        page.goto(f"{lab['base']}/lab/tree/slider.ipynb?token={TOKEN}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        _open_notebook(page, lab, "slider.ipynb")
         _run_all_cells(page)
 
         slider = page.wait_for_selector(".tinyml-slider", timeout=90_000)
@@ -234,8 +237,7 @@ def _open_widget(page, lab, notebook: str, sliders: int) -> None:
     its own workspace: the default one would reopen an earlier test's notebook, whose ended
     kernel brings up a dialog over the page."""
     stem = Path(notebook).stem
-    page.goto(f"{lab['base']}/lab/workspaces/{stem}/tree/{notebook}?token={TOKEN}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    _open_notebook(page, lab, notebook, workspace=stem)
     _run_all_cells(page)
     page.wait_for_function("n => document.querySelectorAll('.tinyml-slider').length === n",
                            arg=sliders, timeout=90_000)
