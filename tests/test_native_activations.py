@@ -100,18 +100,26 @@ def test_each_op_on_the_host_matches_tflite_micro(name, tmp_path):
         assert np.array_equal(got, want), f"{build}: {(got != want).sum()} outputs differ"
 
 
+def _assert_in_simavr(plan, x, want, tmp_path, builds, *, timeout: float) -> list:
+    """The generated model built with each kernel choice in ``builds`` (in parallel) gives
+    exactly ``want`` in simavr; returns (fast, cycles) per build."""
+    native.generate_native(plan, tmp_path / "model", model_hash=HASH)
+    with ThreadPoolExecutor(2) as pool:
+        elfs = list(pool.map(lambda fast: harness.compile_avr(tmp_path / "model", tmp_path / f"avr{int(fast)}", x,
+                                                              fast=fast), builds))
+    runs = []
+    for fast, elf in zip(builds, elfs):
+        got, cycles = harness.run_simavr(elf, plan.n_outputs, timeout=timeout)
+        assert np.array_equal(got, want), f"fast={fast}: {(got != want).sum()} outputs differ"
+        runs.append((fast, cycles))
+    return runs
+
+
 @needs_avr
 @pytest.mark.parametrize("name", ["logistic", "tanh", "softmax3", "softmax10", "softmax3_coarse"])
 def test_each_op_in_simavr_matches_tflite_micro(name, tmp_path):
     plan, x, want = op_case(name)
-    native.generate_native(plan, tmp_path / "model", model_hash=HASH)
-    builds = (True, False)
-    with ThreadPoolExecutor(2) as pool:
-        elfs = list(pool.map(lambda fast: harness.compile_avr(tmp_path / "model", tmp_path / f"avr{int(fast)}", x,
-                                                              fast=fast), builds))
-    for fast, elf in zip(builds, elfs):
-        got, cycles = harness.run_simavr(elf, plan.n_outputs, timeout=600)
-        assert np.array_equal(got, want), f"fast={fast}: {(got != want).sum()} outputs differ"
+    for fast, cycles in _assert_in_simavr(plan, x, want, tmp_path, (True, False), timeout=600):
         assert cycles.min() > 0
 
 
@@ -159,14 +167,8 @@ def test_real_models_in_simavr(name, tmp_path):
     """Fast kernels (the AVR default) on every model, the reference port on the classifier too;
     no table or constant lands in RAM (data section empty: PROGMEM)."""
     plan, x, want = _real(name)
-    native.generate_native(plan, tmp_path / "model", model_hash=HASH)
     builds = (True, False) if name == "softmax" else (True,)
-    with ThreadPoolExecutor(2) as pool:
-        elfs = list(pool.map(lambda fast: harness.compile_avr(tmp_path / "model", tmp_path / f"avr{int(fast)}", x,
-                                                              fast=fast), builds))
-    for fast, elf in zip(builds, elfs):
-        got, _ = harness.run_simavr(elf, plan.n_outputs, timeout=900)
-        assert np.array_equal(got, want), f"fast={fast}: {(got != want).sum()} outputs differ"
+    for fast, _ in _assert_in_simavr(plan, x, want, tmp_path, builds, timeout=900):
         size = harness.avr_size(harness.compile_avr_objects(tmp_path / "model", tmp_path, fast=fast))
         assert size["data"] == 0 and size["bss"] == sum(native._buffers(plan))
 
